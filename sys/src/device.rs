@@ -1,0 +1,569 @@
+//! The ptnet device: attach, bring-up and tear-down, and the per-ring sync
+//! entry points the OS's netmap layer calls.
+
+use crate::abi::csb::CSB_ENTRY_SIZE;
+use crate::abi::regs::{kick_reg, ptnet as reg, Features, PtctlCmd};
+use crate::abi::vnet::{VirtioNetHdr, VirtioNetHdrMrgRxbuf};
+use crate::csb::{self, CsbMem, CsbRing, Field, SyncOpts};
+use crate::error::AttachError;
+use crate::kring::{BadPointers, Dir, Kring};
+use crate::layout::{Expected, Memdev, NetmapLayout, MAX_RINGS, MAX_SLOTS, MIN_SLOTS};
+use crate::os::{DmaMemory, Kernel, LogLevel, Registers};
+use crate::shmem::SharedRegion;
+use core::mem::size_of;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Size of a CSB page: each direction's array gets one.
+pub const CSB_PAGE: usize = 4096;
+
+/// How the driver wants to use the device (loader tunables on FreeBSD).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// Ask for the virtio-net header (checksum and TSO offloads).
+    pub want_vnet_hdr: bool,
+    /// Refuse to attach when the header is not granted.
+    pub require_vnet_hdr: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            want_vnet_hdr: true,
+            require_vnet_hdr: false,
+        }
+    }
+}
+
+/// What the device told us at attach, after validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// Station address.
+    pub mac: [u8; 6],
+    /// Granted features.
+    pub features: Features,
+    /// virtio-net header length in use (0, 10 or 12).
+    pub vnet_hdr_len: u32,
+    /// TX rings.
+    pub num_tx_rings: u32,
+    /// RX rings.
+    pub num_rx_rings: u32,
+    /// Slots per TX ring.
+    pub num_tx_slots: u32,
+    /// Slots per RX ring.
+    pub num_rx_slots: u32,
+    /// Size of each netmap buffer.
+    pub buf_size: u32,
+    /// Host memory allocator id.
+    pub memid: u32,
+    /// Size of the netmap memory region.
+    pub memsize: usize,
+    /// Offset of the `netmap_if` in it.
+    pub nifp_ofs: usize,
+}
+
+impl DeviceInfo {
+    /// Rings of both directions.
+    pub fn num_rings(&self) -> u32 {
+        self.num_tx_rings.saturating_add(self.num_rx_rings)
+    }
+
+    /// Global ring number (TX first), which is also the kick register
+    /// index and the MSI-X vector.
+    pub fn ring_id(&self, dir: Dir, idx: u32) -> Option<u32> {
+        match dir {
+            Dir::Tx => (idx < self.num_tx_rings).then_some(idx),
+            Dir::Rx => (idx < self.num_rx_rings).then(|| self.num_tx_rings.saturating_add(idx)),
+        }
+    }
+
+    /// The ring a global ring number refers to.
+    pub fn ring_of(&self, id: u32) -> Option<(Dir, u32)> {
+        if id < self.num_tx_rings {
+            Some((Dir::Tx, id))
+        } else {
+            let rx = id.checked_sub(self.num_tx_rings)?;
+            (rx < self.num_rx_rings).then_some((Dir::Rx, rx))
+        }
+    }
+}
+
+/// Per-ring counters (exported as sysctls by the FreeBSD shim).
+#[derive(Debug, Default)]
+pub struct QueueStats {
+    /// Syncs run.
+    pub syncs: AtomicU64,
+    /// Kicks written to the host.
+    pub kicks: AtomicU64,
+    /// Interrupts received.
+    pub irqs: AtomicU64,
+    /// Host updates rejected because they broke the ring invariants.
+    pub host_errors: AtomicU64,
+}
+
+/// A plain copy of [`QueueStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueCounters {
+    /// Syncs run.
+    pub syncs: u64,
+    /// Kicks written.
+    pub kicks: u64,
+    /// Interrupts received.
+    pub irqs: u64,
+    /// Host updates rejected.
+    pub host_errors: u64,
+}
+
+impl QueueStats {
+    /// Reads all counters.
+    pub fn snapshot(&self) -> QueueCounters {
+        QueueCounters {
+            syncs: self.syncs.load(Ordering::Relaxed),
+            kicks: self.kicks.load(Ordering::Relaxed),
+            irqs: self.irqs.load(Ordering::Relaxed),
+            host_errors: self.host_errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// One ring's CSB entries, kick register and counters.
+#[derive(Debug)]
+struct Queue {
+    csb: CsbRing,
+    kick: u32,
+    stats: QueueStats,
+}
+
+/// An attached ptnet device.
+pub struct Ptnet<K: Kernel, R: Registers> {
+    kernel: K,
+    regs: R,
+    info: DeviceInfo,
+    layout: NetmapLayout,
+    csb: DmaMemory,
+    queues: [Option<Queue>; MAX_RINGS],
+    running: AtomicBool,
+}
+
+/// A sync that the host's pointers made impossible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncError {
+    /// No such ring.
+    NoRing,
+    /// The host wrote pointers that break the ring invariants.
+    Host(BadPointers),
+}
+
+impl<K: Kernel, R: Registers> Ptnet<K, R> {
+    /// Attaches to a ptnet function: negotiates features, reads and checks
+    /// the configuration registers and the host memory layout, allocates
+    /// the CSB and hands its address to the device. `find_memdev` returns
+    /// the register window and memory BAR mapping of the ptnetmap-memdev
+    /// with the given host memory id (the OS keeps track of memdevs, as
+    /// netmap does). Nothing is left allocated or programmed when attach
+    /// fails; the kernel services and registers are handed back.
+    pub fn attach<M: Registers>(
+        kernel: K,
+        regs: R,
+        msix_vectors: u32,
+        cfg: Config,
+        find_memdev: impl FnOnce(u32) -> Option<(M, SharedRegion)>,
+    ) -> Result<Self, (K, R, AttachError)> {
+        match Self::probe(&regs, msix_vectors, cfg, find_memdev) {
+            Ok((info, layout)) => Self::finish_attach(kernel, regs, info, layout),
+            Err(e) => {
+                kernel.log(LogLevel::Error, format_args!("attach failed: {e}"));
+                Err((kernel, regs, e))
+            }
+        }
+    }
+
+    fn probe<M: Registers>(
+        regs: &R,
+        msix_vectors: u32,
+        cfg: Config,
+        find_memdev: impl FnOnce(u32) -> Option<(M, SharedRegion)>,
+    ) -> Result<(DeviceInfo, NetmapLayout), AttachError> {
+        let wanted = if cfg.want_vnet_hdr {
+            Features::VNET_HDR
+        } else {
+            Features::empty()
+        };
+        regs.write32(reg::PTFEAT, wanted.bits());
+        let granted_raw = regs.read32(reg::PTFEAT);
+        let features = Features::from_bits(granted_raw)
+            .filter(|f| wanted.contains(*f))
+            .ok_or(AttachError::UnrequestedFeatures {
+                wanted,
+                granted: granted_raw,
+            })?;
+        if cfg.require_vnet_hdr && !features.contains(Features::VNET_HDR) {
+            return Err(AttachError::FeatureNotGranted {
+                missing: Features::VNET_HDR,
+            });
+        }
+
+        let num_tx = regs.read32(reg::NUM_TX_RINGS);
+        let num_rx = regs.read32(reg::NUM_RX_RINGS);
+        let total = num_tx.checked_add(num_rx);
+        if num_tx == 0 || num_rx == 0 || total.is_none_or(|t| t as usize > MAX_RINGS) {
+            return Err(AttachError::BadRingCount {
+                tx: num_tx,
+                rx: num_rx,
+            });
+        }
+        let need = num_tx.saturating_add(num_rx);
+        if msix_vectors < need {
+            return Err(AttachError::NotEnoughVectors {
+                have: msix_vectors,
+                need,
+            });
+        }
+        let tx_slots = regs.read32(reg::NUM_TX_SLOTS);
+        let rx_slots = regs.read32(reg::NUM_RX_SLOTS);
+        for (dir, slots) in [(Dir::Tx, tx_slots), (Dir::Rx, rx_slots)] {
+            if !(MIN_SLOTS..=MAX_SLOTS).contains(&slots) {
+                return Err(AttachError::BadSlotCount { dir, slots });
+            }
+        }
+
+        let nic_memid = regs.read32(reg::HOSTMEMID);
+        let (memdev_regs, memdev_bar) =
+            find_memdev(nic_memid).ok_or(AttachError::NoMemdev { memid: nic_memid })?;
+        let memdev = Memdev::probe(&memdev_regs, memdev_bar)?;
+        if nic_memid != memdev.memid {
+            return Err(AttachError::MemIdMismatch {
+                nic: nic_memid,
+                memdev: memdev.memid,
+            });
+        }
+        let nifp_ofs = regs.read32(reg::NIFP_OFS);
+        let layout = NetmapLayout::locate(
+            memdev,
+            Expected {
+                nifp_ofs,
+                num_tx,
+                num_rx,
+                tx_slots,
+                rx_slots,
+            },
+        )?;
+
+        let vnet_hdr_len = Self::negotiate_hdr_len(regs, features)?;
+        let hi = regs.read32(reg::MAC_HI).to_be_bytes();
+        let lo = regs.read32(reg::MAC_LO).to_be_bytes();
+        let mac = [hi[2], hi[3], lo[0], lo[1], lo[2], lo[3]];
+        Ok((
+            DeviceInfo {
+                mac,
+                features,
+                vnet_hdr_len,
+                num_tx_rings: num_tx,
+                num_rx_rings: num_rx,
+                num_tx_slots: tx_slots,
+                num_rx_slots: rx_slots,
+                buf_size: layout.buffers.buf_size(),
+                memid: memdev.memid,
+                memsize: memdev.region.len(),
+                nifp_ofs: layout.nifp_ofs,
+            },
+            layout,
+        ))
+    }
+
+    /// Asks for the 10-byte header when the feature was granted (0
+    /// otherwise) and checks what the host port actually uses.
+    fn negotiate_hdr_len(regs: &R, features: Features) -> Result<u32, AttachError> {
+        let wanted = if features.contains(Features::VNET_HDR) {
+            size_of::<VirtioNetHdr>() as u32
+        } else {
+            0
+        };
+        regs.write32(reg::VNET_HDR_LEN, wanted);
+        let len = regs.read32(reg::VNET_HDR_LEN);
+        let usable = len == 0
+            || (features.contains(Features::VNET_HDR)
+                && (len == size_of::<VirtioNetHdr>() as u32
+                    || len == size_of::<VirtioNetHdrMrgRxbuf>() as u32));
+        if usable {
+            Ok(len)
+        } else {
+            Err(AttachError::BadVnetHdrLen { len })
+        }
+    }
+
+    fn finish_attach(
+        kernel: K,
+        regs: R,
+        info: DeviceInfo,
+        layout: NetmapLayout,
+    ) -> Result<Self, (K, R, AttachError)> {
+        let Some(csb) = kernel.alloc_dma(2 * CSB_PAGE, CSB_PAGE) else {
+            kernel.log(
+                LogLevel::Error,
+                format_args!("attach failed: {}", AttachError::CsbAlloc),
+            );
+            return Err((kernel, regs, AttachError::CsbAlloc));
+        };
+        let pages = (
+            csb.region.sub(0, CSB_PAGE),
+            csb.region.sub(CSB_PAGE, CSB_PAGE),
+        );
+        let (Ok(atok), Ok(ktoa)) = pages else {
+            kernel.free_dma(csb);
+            return Err((kernel, regs, AttachError::CsbAlloc));
+        };
+        let mut queues: [Option<Queue>; MAX_RINGS] = [const { None }; MAX_RINGS];
+        for (id, q) in queues
+            .iter_mut()
+            .enumerate()
+            .take(info.num_rings() as usize)
+        {
+            let ring = CsbRing::new(&atok, &ktoa, id);
+            let kick = kick_reg(id as u32);
+            if let (Some(csb), Some(kick)) = (ring, kick) {
+                *q = Some(Queue {
+                    csb,
+                    kick,
+                    stats: QueueStats::default(),
+                });
+            }
+        }
+        // CSB allocation protocol: high half first, the low half write
+        // makes the hypervisor map the page.
+        let ktoa_paddr = csb.paddr.wrapping_add(CSB_PAGE as u64);
+        for (bah, bal, pa) in [
+            (reg::CSB_GH_BAH, reg::CSB_GH_BAL, csb.paddr),
+            (reg::CSB_HG_BAH, reg::CSB_HG_BAL, ktoa_paddr),
+        ] {
+            regs.write32(bah, (pa >> 32) as u32);
+            regs.write32(bal, pa as u32);
+        }
+        let dev = Self {
+            kernel,
+            regs,
+            info,
+            layout,
+            csb,
+            queues,
+            running: AtomicBool::new(false),
+        };
+        dev.log_attach();
+        Ok(dev)
+    }
+
+    fn log_attach(&self) {
+        let i = &self.info;
+        let m = i.mac;
+        self.kernel.log(
+            LogLevel::Info,
+            format_args!(
+                "Ethernet address {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, {} tx/{} rx rings, {}/{} slots, {}-byte buffers, features <{}> (vnet hdr {} bytes)",
+                m[0], m[1], m[2], m[3], m[4], m[5],
+                i.num_tx_rings, i.num_rx_rings, i.num_tx_slots, i.num_rx_slots, i.buf_size,
+                if i.features.contains(Features::VNET_HDR) { "VNET_HDR" } else { "" },
+                i.vnet_hdr_len
+            ),
+        );
+    }
+
+    /// The CSB pages (for tests that play the host).
+    #[cfg(test)]
+    pub(crate) fn csb_region_for_tests(&self) -> SharedRegion {
+        self.csb.region
+    }
+
+    /// What the device reported at attach.
+    pub fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    /// The validated host memory layout.
+    pub fn layout(&self) -> &NetmapLayout {
+        &self.layout
+    }
+
+    /// The kernel services this device was attached with.
+    pub fn kernel(&self) -> &K {
+        &self.kernel
+    }
+
+    /// True between a successful [`Ptnet::start`] and [`Ptnet::stop`].
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::Acquire)
+    }
+
+    fn queue(&self, dir: Dir, idx: u32) -> Option<&Queue> {
+        let id = self.info.ring_id(dir, idx)?;
+        self.queues.get(id as usize)?.as_ref()
+    }
+
+    /// Counters of one ring.
+    pub fn stats(&self, dir: Dir, idx: u32) -> Option<&QueueStats> {
+        self.queue(dir, idx).map(|q| &q.stats)
+    }
+
+    fn ptctl(&self, cmd: PtctlCmd) -> Result<(), AttachError> {
+        self.regs.write32(reg::PTCTL, cmd as u32);
+        match self.regs.read32(reg::PTCTL) {
+            0 => Ok(()),
+            err => Err(AttachError::Ptctl {
+                cmd: cmd as u32,
+                err,
+            }),
+        }
+    }
+
+    /// Brings the passed-through port up: enables notifications in both
+    /// directions and has the host start its sync kloops (`PTCTL` create),
+    /// which (re)initialise the CSB from the host's ring state. Follow with
+    /// [`Ptnet::adopt_ring`] or [`Ptnet::resume_ring`] for every ring.
+    pub fn start(&self) -> Result<(), AttachError> {
+        for id in 0..self.info.num_rings() {
+            if let (Some(q), Some((dir, _))) = (
+                self.queues.get(id as usize).and_then(Option::as_ref),
+                self.info.ring_of(id),
+            ) {
+                q.csb.store(Field::KernNeedKick, 1);
+                q.csb.store(Field::ApplNeedKick, u32::from(dir == Dir::Rx));
+            }
+        }
+        self.ptctl(PtctlCmd::Create)?;
+        self.running.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Stops the host kloops (`PTCTL` delete). Slots handed to the host
+    /// stay where they are; [`Ptnet::resume_ring`] picks them up again.
+    pub fn stop(&self) -> Result<(), AttachError> {
+        if self.running.swap(false, Ordering::AcqRel) {
+            self.ptctl(PtctlCmd::Delete)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// After the first [`Ptnet::start`]: takes the ring state the host
+    /// wrote into the CSB, checked for consistency.
+    pub fn adopt_ring(&self, dir: Dir, idx: u32) -> Result<Kring, SyncError> {
+        let q = self.queue(dir, idx).ok_or(SyncError::NoRing)?;
+        let n = match dir {
+            Dir::Tx => self.info.num_tx_slots,
+            Dir::Rx => self.info.num_rx_slots,
+        };
+        let (hwtail, hwcur) = csb::appl_read(&q.csb);
+        let (head, cur, _) = csb::kern_read(&q.csb);
+        Kring::from_host(n, hwcur, hwtail, head, cur).map_err(|e| self.host_error(q, dir, idx, e))
+    }
+
+    /// After a later [`Ptnet::start`] (the host kept its ring state across
+    /// delete and create): hands the host the guest's own `head`/`cur`
+    /// again, so slots published before the restart are neither lost nor
+    /// sent twice, and checks the host's pointers against the guest's.
+    /// Returns whether the caller must kick (pending work).
+    pub fn resume_ring(&self, dir: Dir, idx: u32, k: &mut Kring) -> Result<bool, SyncError> {
+        let q = self.queue(dir, idx).ok_or(SyncError::NoRing)?;
+        csb::appl_write(&q.csb, k.rcur, k.rhead);
+        let (hwtail, hwcur) = csb::appl_read(&q.csb);
+        k.host_update(hwcur, hwtail)
+            .map_err(|e| self.host_error(q, dir, idx, e))?;
+        let kick = k.pending() > 0;
+        if kick {
+            self.kick(q);
+        }
+        Ok(kick)
+    }
+
+    fn host_error(&self, q: &Queue, dir: Dir, idx: u32, e: BadPointers) -> SyncError {
+        let n = q.stats.host_errors.fetch_add(1, Ordering::Relaxed);
+        // Rate limit: the first few and then every 1024th.
+        if n < 4 || n.is_multiple_of(1024) {
+            self.kernel.log(
+                LogLevel::Warning,
+                format_args!("{dir} ring {idx}: host wrote inconsistent pointers hwcur {} hwtail {} (error #{})", e.a, e.b, n.saturating_add(1)),
+            );
+        }
+        SyncError::Host(e)
+    }
+
+    fn kick(&self, q: &Queue) {
+        bump(&q.stats.kicks);
+        self.regs.write32(q.kick, 0);
+    }
+
+    /// TX sync of ring `idx` (the driver's `nm_txsync`): `k` holds the
+    /// application's new `rhead`/`rcur` (already checked by the prologue);
+    /// on return `k.hwtail` tells how far the application may fill.
+    pub fn txsync(&self, idx: u32, k: &mut Kring, opts: SyncOpts) -> Result<(), SyncError> {
+        let q = self.queue(Dir::Tx, idx).ok_or(SyncError::NoRing)?;
+        bump(&q.stats.syncs);
+        match csb::guest_txsync(&q.csb, k, opts) {
+            Ok(kick) => {
+                if kick {
+                    self.kick(q);
+                }
+                Ok(())
+            }
+            Err(e) => Err(self.host_error(q, Dir::Tx, idx, e)),
+        }
+    }
+
+    /// RX sync of ring `idx` (the driver's `nm_rxsync`).
+    pub fn rxsync(&self, idx: u32, k: &mut Kring, opts: SyncOpts) -> Result<(), SyncError> {
+        let q = self.queue(Dir::Rx, idx).ok_or(SyncError::NoRing)?;
+        bump(&q.stats.syncs);
+        match csb::guest_rxsync(&q.csb, k, opts) {
+            Ok(kick) => {
+                if kick {
+                    self.kick(q);
+                }
+                Ok(())
+            }
+            Err(e) => Err(self.host_error(q, Dir::Rx, idx, e)),
+        }
+    }
+
+    /// Enables or disables the interrupt of a ring (netmap clients that
+    /// busy-poll disable them; leaving netmap mode re-enables them).
+    pub fn set_interrupt(&self, dir: Dir, idx: u32, on: bool) {
+        if let Some(q) = self.queue(dir, idx) {
+            q.csb.store(Field::ApplNeedKick, u32::from(on));
+        }
+    }
+
+    /// Interrupt handler for MSI-X vector `vector`: counts it and tells the
+    /// caller which ring's waiters to wake.
+    pub fn interrupt(&self, vector: u32) -> Option<(Dir, u32)> {
+        let (dir, idx) = self.info.ring_of(vector)?;
+        if let Some(q) = self.queue(dir, idx) {
+            bump(&q.stats.irqs);
+        }
+        Some((dir, idx))
+    }
+
+    /// Detaches: stops the host, withdraws the CSB addresses from the
+    /// device and frees the CSB. Returns the kernel services and registers
+    /// so the OS can release its resources.
+    pub fn detach(self) -> (K, R) {
+        if let Err(e) = self.stop() {
+            self.kernel
+                .log(LogLevel::Warning, format_args!("detach: {e}"));
+        }
+        for r in [
+            reg::CSB_GH_BAH,
+            reg::CSB_GH_BAL,
+            reg::CSB_HG_BAH,
+            reg::CSB_HG_BAL,
+        ] {
+            self.regs.write32(r, 0);
+        }
+        self.kernel.free_dma(self.csb);
+        self.kernel.log(LogLevel::Info, format_args!("detached"));
+        (self.kernel, self.regs)
+    }
+}
+
+const _: () = assert!(MAX_RINGS * CSB_ENTRY_SIZE <= CSB_PAGE);

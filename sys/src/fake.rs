@@ -1,0 +1,303 @@
+//! Test doubles for the core's unit tests: a register file, a kernel with
+//! a small DMA arena, and a builder of netmap memory layouts. Everything is
+//! small so the tests run quickly under Miri.
+
+extern crate std;
+
+use crate::abi::netmap::{NetmapIf, NetmapRing};
+use crate::abi::regs::{memdev as mreg, ptnet as reg};
+use crate::kring::Dir;
+use crate::layout::RingLayout;
+use crate::os::{DmaMemory, Kernel, LogLevel, Registers};
+use crate::shmem::SharedRegion;
+use core::cell::{Cell, RefCell};
+use core::fmt;
+use core::mem::offset_of;
+use core::ptr::NonNull;
+use std::collections::BTreeMap;
+use std::string::String;
+use std::vec;
+use std::vec::Vec;
+
+/// 8-aligned backing memory, reachable only through raw pointers (as
+/// device memory is), freed on drop.
+pub struct Arena {
+    base: NonNull<u64>,
+    words: usize,
+}
+
+impl Arena {
+    pub fn new(bytes: usize) -> Self {
+        let words = bytes.div_ceil(8);
+        let raw = std::boxed::Box::into_raw(vec![0u64; words].into_boxed_slice());
+        Self {
+            base: NonNull::new(raw.cast::<u64>()).unwrap(),
+            words,
+        }
+    }
+
+    pub fn region(&self) -> SharedRegion {
+        // SAFETY: the arena outlives every test that uses the region and is
+        // only accessed through regions.
+        unsafe { SharedRegion::new(self.base.cast::<u8>(), self.words * 8) }
+    }
+}
+
+impl Drop for Arena {
+    fn drop(&mut self) {
+        let slice = core::ptr::slice_from_raw_parts_mut(self.base.as_ptr(), self.words);
+        // SAFETY: allocated by `Box::into_raw` in `new` with this length.
+        drop(unsafe { std::boxed::Box::from_raw(slice) });
+    }
+}
+
+/// A register file: reads return what was last written or preset; a NIC's
+/// also has PTFEAT masking and the PTCTL result.
+pub struct FakeRegs {
+    pub nic: bool,
+    pub values: RefCell<BTreeMap<u32, u32>>,
+    pub writes: RefCell<Vec<(u32, u32)>>,
+    pub host_features: u32,
+    /// A PTFEAT value to read back regardless of what was asked (a lie).
+    pub ptfeat_lie: Cell<Option<u32>>,
+    pub ptctl_result: Cell<u32>,
+}
+
+impl FakeRegs {
+    pub fn new(nic: bool, values: &[(u32, u32)]) -> Self {
+        Self {
+            nic,
+            values: RefCell::new(values.iter().copied().collect()),
+            writes: RefCell::new(Vec::new()),
+            host_features: 1,
+            ptfeat_lie: Cell::new(None),
+            ptctl_result: Cell::new(0),
+        }
+    }
+
+    pub fn set(&self, off: u32, v: u32) {
+        self.values.borrow_mut().insert(off, v);
+    }
+
+    pub fn wrote(&self, off: u32) -> Vec<u32> {
+        self.writes
+            .borrow()
+            .iter()
+            .filter(|(o, _)| *o == off)
+            .map(|(_, v)| *v)
+            .collect()
+    }
+}
+
+impl Registers for FakeRegs {
+    fn read32(&self, off: u32) -> u32 {
+        if self.nic && off == reg::PTCTL {
+            return self.ptctl_result.get();
+        }
+        if let (true, reg::PTFEAT, Some(v)) = (self.nic, off, self.ptfeat_lie.get()) {
+            return v;
+        }
+        self.values.borrow().get(&off).copied().unwrap_or(0)
+    }
+
+    fn write32(&self, off: u32, val: u32) {
+        self.writes.borrow_mut().push((off, val));
+        let v = if self.nic && off == reg::PTFEAT {
+            val & self.host_features
+        } else {
+            val
+        };
+        self.values.borrow_mut().insert(off, v);
+    }
+}
+
+impl Registers for &FakeRegs {
+    fn read32(&self, off: u32) -> u32 {
+        (*self).read32(off)
+    }
+
+    fn write32(&self, off: u32, val: u32) {
+        (*self).write32(off, val)
+    }
+}
+
+/// A kernel whose DMA memory comes from one arena, handed out once.
+pub struct FakeKernel {
+    arena: RefCell<Arena>,
+    pub live: Cell<usize>,
+    pub fail_alloc: Cell<bool>,
+    pub logs: RefCell<Vec<String>>,
+}
+
+/// Guest-physical address the fake kernel reports for its arena.
+pub const FAKE_PADDR: u64 = 0x1_2345_6000;
+
+impl FakeKernel {
+    pub fn new() -> Self {
+        Self {
+            arena: RefCell::new(Arena::new(2 * 4096)),
+            live: Cell::new(0),
+            fail_alloc: Cell::new(false),
+            logs: RefCell::new(Vec::new()),
+        }
+    }
+}
+
+impl Kernel for &FakeKernel {
+    fn alloc_dma(&self, size: usize, _align: usize) -> Option<DmaMemory> {
+        if self.fail_alloc.get() || self.live.get() > 0 {
+            return None;
+        }
+        let region = self.arena.borrow().region().sub(0, size).ok()?;
+        region.zero(0, size).ok()?;
+        self.live.set(1);
+        Some(DmaMemory {
+            region,
+            paddr: FAKE_PADDR,
+        })
+    }
+
+    fn free_dma(&self, mem: DmaMemory) {
+        assert_eq!(mem.paddr, FAKE_PADDR);
+        assert_eq!(self.live.get(), 1, "double free");
+        self.live.set(0);
+    }
+
+    fn log(&self, _level: LogLevel, args: fmt::Arguments<'_>) {
+        self.logs.borrow_mut().push(std::format!("{args}"));
+    }
+}
+
+/// Geometry of a synthetic netmap memory.
+#[derive(Clone, Copy)]
+pub struct Geometry {
+    pub tx: u32,
+    pub rx: u32,
+    pub slots: u32,
+    pub bufs: u32,
+    pub buf_size: u32,
+}
+
+pub const GEOMETRY: Geometry = Geometry {
+    tx: 1,
+    rx: 1,
+    slots: 4,
+    bufs: 16,
+    buf_size: 64,
+};
+
+/// A netmap memory laid out as the host would, plus the register values
+/// describing it.
+pub struct Layout {
+    pub arena: Arena,
+    pub nifp_ofs: usize,
+    pub ring_ofs: Vec<usize>,
+    pub nic: Vec<(u32, u32)>,
+    pub memdev: Vec<(u32, u32)>,
+}
+
+impl Layout {
+    pub fn new(g: Geometry) -> Self {
+        let if_size = 512usize;
+        let ring_size = RingLayout::bytes(g.slots).unwrap().next_multiple_of(128);
+        let nrings = (g.tx + g.rx) as usize;
+        let ring_pool = if_size;
+        let buf_pool = ring_pool + nrings * ring_size;
+        let total = buf_pool + (g.bufs * g.buf_size) as usize;
+        let arena = Arena::new(total);
+        let mem = arena.region();
+        let nifp = 0usize;
+        mem.store_u32(nifp + offset_of!(NetmapIf, ni_tx_rings), g.tx)
+            .unwrap();
+        mem.store_u32(nifp + offset_of!(NetmapIf, ni_rx_rings), g.rx)
+            .unwrap();
+        let mut ring_ofs = Vec::new();
+        for i in 0..nrings {
+            let ofs = ring_pool + i * ring_size;
+            ring_ofs.push(ofs);
+            let dir = if (i as u32) < g.tx {
+                NetmapRing::DIR_TX
+            } else {
+                NetmapRing::DIR_RX
+            };
+            mem.store_u64(
+                ofs + offset_of!(NetmapRing, buf_ofs),
+                (buf_pool as i64 - ofs as i64) as u64,
+            )
+            .unwrap();
+            mem.store_u32(ofs + offset_of!(NetmapRing, num_slots), g.slots)
+                .unwrap();
+            mem.store_u32(ofs + offset_of!(NetmapRing, nr_buf_size), g.buf_size)
+                .unwrap();
+            mem.store_u16(ofs + offset_of!(NetmapRing, dir), dir)
+                .unwrap();
+            mem.store_u64(
+                nifp + NetmapIf::RING_OFS_OFFSET + 8 * i,
+                (ofs - nifp) as u64,
+            )
+            .unwrap();
+        }
+        let nic = vec![
+            (reg::NUM_TX_RINGS, g.tx),
+            (reg::NUM_RX_RINGS, g.rx),
+            (reg::NUM_TX_SLOTS, g.slots),
+            (reg::NUM_RX_SLOTS, g.slots),
+            (reg::NIFP_OFS, nifp as u32),
+            (reg::HOSTMEMID, 7),
+            (reg::MAC_HI, 0x0002),
+            (reg::MAC_LO, 0x0000_0042),
+        ];
+        let memdev = vec![
+            (mreg::MEMSIZE_LO, total as u32),
+            (mreg::MEMSIZE_HI, 0),
+            (mreg::MEMID, 7),
+            (mreg::IF_POOL_OFS, 0),
+            (mreg::IF_POOL_OBJNUM, 1),
+            (mreg::IF_POOL_OBJSZ, if_size as u32),
+            (mreg::RING_POOL_OFS, ring_pool as u32),
+            (mreg::RING_POOL_OBJNUM, nrings as u32),
+            (mreg::RING_POOL_OBJSZ, ring_size as u32),
+            (mreg::BUF_POOL_OFS, buf_pool as u32),
+            (mreg::BUF_POOL_OBJNUM, g.bufs),
+            (mreg::BUF_POOL_OBJSZ, g.buf_size),
+        ];
+        Self {
+            arena,
+            nifp_ofs: nifp,
+            ring_ofs,
+            nic,
+            memdev,
+        }
+    }
+
+    pub fn region(&self) -> SharedRegion {
+        self.arena.region()
+    }
+
+    /// Rewrites `ring_ofs[i]` (relative to the netmap_if).
+    pub fn set_ring_ofs(&self, i: usize, rel: i64) {
+        let ofs = self.nifp_ofs + NetmapIf::RING_OFS_OFFSET + 8 * i;
+        self.region().store_u64(ofs, rel as u64).unwrap();
+    }
+
+    fn ring_ofs_of(&self, dir: Dir, i: usize) -> usize {
+        let idx = if dir == Dir::Tx {
+            i
+        } else {
+            self.nic[0].1 as usize + i
+        };
+        self.ring_ofs[idx]
+    }
+
+    pub fn ring_field_u32(&self, dir: Dir, i: usize, field: usize, v: u32) {
+        self.region()
+            .store_u32(self.ring_ofs_of(dir, i) + field, v)
+            .unwrap();
+    }
+
+    pub fn ring_field_u64(&self, dir: Dir, i: usize, field: usize, v: u64) {
+        self.region()
+            .store_u64(self.ring_ofs_of(dir, i) + field, v)
+            .unwrap();
+    }
+}

@@ -1,0 +1,51 @@
+//! Driver core for ptnet, the paravirtualized NIC that passes a host netmap
+//! port (a VALE port, a pipe, a NIC) straight into a virtual machine.
+//!
+//! The crate is `no_std` and allocation-free, and contains no code that can
+//! panic: it runs inside the FreeBSD kernel (through `ffi/` and the C shim
+//! in `kmod/`) and, unchanged, inside the userspace simulator in
+//! `host-sim/`. Everything the host provides (registers, the CSB, the
+//! netmap memory) is validated before it is used as an index, a length or
+//! an offset.
+//!
+//! - [`abi`]: the C layouts shared with the host.
+//! - [`shmem`]: bounds-checked access to shared memory.
+//! - [`layout`]: locating and checking the host's netmap memory.
+//! - [`kring`]: ring pointers and their invariants.
+//! - [`csb`]: the guest side of the CSB synchronisation protocol.
+//! - [`device`]: attach, bring-up, per-ring syncs, interrupts, detach.
+//! - [`os`]: the traits through which the core uses its kernel.
+
+#![no_std]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented,
+        clippy::arithmetic_side_effects
+    )
+)]
+#![deny(unsafe_op_in_unsafe_fn, missing_docs)]
+
+pub mod abi;
+pub mod csb;
+pub mod device;
+pub mod error;
+pub mod kring;
+pub mod layout;
+pub mod os;
+pub mod shmem;
+
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests;
+
+pub use device::{Config, DeviceInfo, Ptnet, QueueCounters, SyncError};
+pub use error::AttachError;
+pub use kring::{Dir, Kring};
