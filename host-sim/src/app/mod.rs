@@ -1,0 +1,5 @@
+//! Guest applications and the baseline they are measured against.
+
+pub mod baseline;
+pub mod packet;
+pub mod pktgen;

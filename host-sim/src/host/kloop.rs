@@ -1,0 +1,365 @@
+//! The host sync kloop of one passed-through ring: the host half of the CSB
+//! protocol, as netmap's `netmap_sync_kloop_{tx,rx}_ring` run it.
+//!
+//! Two modes, as netmap's sync kloop offers:
+//! - `Thread`: a host thread per ring sleeps until a guest kick or a
+//!   backend notification wakes it, then processes the ring until there is
+//!   no more work, suppressing guest kicks (`kern_need_kick = 0`) while it
+//!   runs and re-enabling them, with the double check, before it sleeps.
+//! - `Direct`: a kick or notification processes the ring right away in the
+//!   thread that caused it (the vCPU's VM exit, or the forwarding thread).
+//!   Kicks are never suppressed, as in netmap's direct mode.
+//!
+//! The host validates the guest's `head`/`cur` like netmap's sync
+//! prologues; a guest that breaks the ring invariants gets its update
+//! ignored and counted, never an out-of-range access on the host.
+
+use super::port::{fire, HostKring, HostRing, NmPort, NotifyList};
+use crate::guest_mem::GuestMemory;
+use crate::hv::Interrupts;
+use ptnet::csb::{kern_read, kern_write, Barrier, CsbMem, CsbRing, Field};
+use ptnet::kring::{prev, Dir, Kring};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::{JoinHandle, Thread};
+
+/// How kloops run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum KloopMode {
+    /// One host thread per ring.
+    #[serde(rename = "kloop")]
+    #[value(name = "kloop")]
+    Thread,
+    /// Processing in the kicking or notifying thread.
+    Direct,
+}
+
+/// Counters of one kloop.
+#[derive(Debug, Default)]
+pub struct KloopStats {
+    /// Times the ring was processed.
+    pub runs: AtomicU64,
+    /// Interrupts sent to the guest.
+    pub irqs: AtomicU64,
+    /// Guest updates rejected by the prologue.
+    pub guest_errors: AtomicU64,
+}
+
+const IDLE: u8 = 0;
+const RUNNING: u8 = 1;
+const RERUN: u8 = 2;
+
+/// The kloop of one ring.
+pub struct RingKloop {
+    port: Arc<NmPort>,
+    dir: Dir,
+    idx: u32,
+    csb: CsbRing,
+    irq: Arc<dyn Interrupts>,
+    vector: u32,
+    mode: KloopMode,
+    run: AtomicU8,
+    stop: AtomicBool,
+    thread: OnceLock<Thread>,
+    join: Mutex<Option<JoinHandle<()>>>,
+    notes: Mutex<NotifyList>,
+    /// Counters.
+    pub stats: KloopStats,
+    /// Keeps the guest memory holding the CSB alive.
+    _guest_mem: Arc<GuestMemory>,
+}
+
+/// Where a kloop finds its ring, its CSB entry and its interrupt.
+pub struct KloopTarget {
+    /// The passed-through port.
+    pub port: Arc<NmPort>,
+    /// Ring direction.
+    pub dir: Dir,
+    /// Ring index.
+    pub idx: u32,
+    /// The ring's CSB entries, translated from guest-physical addresses.
+    pub csb: CsbRing,
+    /// Guest memory the CSB lives in.
+    pub guest_mem: Arc<GuestMemory>,
+    /// The guest's interrupt controller.
+    pub irq: Arc<dyn Interrupts>,
+    /// MSI-X vector of the ring.
+    pub vector: u32,
+}
+
+impl RingKloop {
+    /// Starts the kloop of a ring and hooks it to the ring's notifications.
+    pub fn start(t: KloopTarget, mode: KloopMode) -> Arc<Self> {
+        let k = Arc::new(Self {
+            port: t.port,
+            dir: t.dir,
+            idx: t.idx,
+            csb: t.csb,
+            irq: t.irq,
+            vector: t.vector,
+            mode,
+            run: AtomicU8::new(IDLE),
+            stop: AtomicBool::new(false),
+            thread: OnceLock::new(),
+            join: Mutex::new(None),
+            notes: Mutex::new(Vec::new()),
+            stats: KloopStats::default(),
+            _guest_mem: t.guest_mem,
+        });
+        if mode == KloopMode::Thread {
+            let me = k.clone();
+            let name = format!("kloop-{}-{}{}", k.port.name, k.dir, k.idx);
+            let h = std::thread::Builder::new()
+                .name(name)
+                .spawn(move || me.thread_main())
+                .expect("spawn kloop thread");
+            let _ = k.thread.set(h.thread().clone());
+            *k.join.lock().unwrap() = Some(h);
+        }
+        k.ring().set_kloop(Some(k.clone()));
+        k
+    }
+
+    /// Stops the kloop: unhooks it from its ring and waits until it is
+    /// not running anywhere.
+    pub fn stop(&self) {
+        self.ring().set_kloop(None);
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.get() {
+            t.unpark();
+        }
+        if let Some(h) = self.join.lock().unwrap().take() {
+            let _ = h.join();
+        }
+        while self.run.load(Ordering::SeqCst) != IDLE {
+            std::thread::yield_now();
+        }
+    }
+
+    fn ring(&self) -> &HostRing {
+        self.port
+            .ring(self.dir, self.idx)
+            .expect("kloop ring exists")
+    }
+
+    /// A guest kick or a backend notification.
+    pub fn wake(&self) {
+        match self.mode {
+            KloopMode::Thread => {
+                if let Some(t) = self.thread.get() {
+                    t.unpark();
+                }
+            }
+            KloopMode::Direct => self.run_direct(),
+        }
+    }
+
+    fn thread_main(&self) {
+        while !self.stop.load(Ordering::SeqCst) {
+            self.process();
+            std::thread::park();
+        }
+    }
+
+    /// Processes the ring in the calling thread; if another thread is
+    /// already processing it, asks that thread for one more pass instead
+    /// (so no wakeup is lost and the ring is never processed twice at once).
+    fn run_direct(&self) {
+        loop {
+            match self
+                .run
+                .compare_exchange(IDLE, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break,
+                Err(RERUN) => return,
+                Err(_) => {
+                    if self
+                        .run
+                        .compare_exchange(RUNNING, RERUN, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+        loop {
+            self.process();
+            if self
+                .run
+                .compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return;
+            }
+            self.run.store(RUNNING, Ordering::Release);
+        }
+    }
+
+    fn process(&self) {
+        if self.stop.load(Ordering::Acquire) {
+            return;
+        }
+        self.stats.runs.fetch_add(1, Ordering::Relaxed);
+        let mut notes = self.notes.lock().unwrap();
+        match self.dir {
+            Dir::Tx => self.process_tx(&mut notes),
+            Dir::Rx => self.process_rx(&mut notes),
+        }
+    }
+
+    fn direct(&self) -> bool {
+        self.mode == KloopMode::Direct
+    }
+
+    fn set_kick(&self, on: bool) {
+        self.csb.store(Field::KernNeedKick, u32::from(on));
+    }
+
+    /// Interrupts the guest if it asked for it. The store-load barrier
+    /// orders the pointers just published before the read of
+    /// `appl_need_kick` (see `ptnet::csb`).
+    fn interrupt_if_wanted(&self) -> bool {
+        self.csb.fence(Barrier::StoreLoad);
+        if self.csb.load(Field::ApplNeedKick) != 0 {
+            self.stats.irqs.fetch_add(1, Ordering::Relaxed);
+            self.irq.raise(self.vector);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn guest_error(&self) {
+        self.stats.guest_errors.fetch_add(1, Ordering::Relaxed);
+        if !self.direct() {
+            self.set_kick(true);
+        }
+    }
+
+    fn process_tx(&self, notes: &mut NotifyList) {
+        let ring = self.ring();
+        if !self.direct() {
+            self.set_kick(false);
+        }
+        let (mut head, mut cur, _) = kern_read(&self.csb);
+        let mut more_space = false;
+        loop {
+            let hk = {
+                let mut hk = ring.kring.lock().unwrap();
+                let mut view = Kring {
+                    hwtail: hk.rtail,
+                    ..hk.k
+                };
+                if view.tx_prologue(head, cur).is_err() {
+                    drop(hk);
+                    self.guest_error();
+                    break;
+                }
+                hk.k.rhead = view.rhead;
+                hk.k.rcur = view.rcur;
+                self.port.backend.txsync(&self.port, ring, &mut hk, notes);
+                kern_write(&self.csb, hk.k.hwcur, hk.k.hwtail);
+                if hk.rtail != hk.k.hwtail {
+                    hk.rtail = hk.k.hwtail;
+                    more_space = true;
+                }
+                *hk
+            };
+            fire(notes);
+            if more_space && self.interrupt_if_wanted() {
+                more_space = false;
+            }
+            (head, cur, _) = kern_read(&self.csb);
+            if head == hk.k.rhead {
+                if self.direct() {
+                    break;
+                }
+                // Going to sleep: re-enable kicks, then look once more.
+                self.set_kick(true);
+                self.csb.fence(Barrier::StoreLoad);
+                (head, cur, _) = kern_read(&self.csb);
+                if head != hk.k.rhead {
+                    self.set_kick(false);
+                    continue;
+                }
+                break;
+            }
+            if hk.k.rhead == hk.k.hwtail {
+                // No free TX slot: the backend's notification resumes us.
+                break;
+            }
+        }
+        if more_space {
+            self.interrupt_if_wanted();
+        }
+    }
+
+    /// RX processing runs on every backend notification (a delivery) in
+    /// both modes, which picks up the guest's released slots from the CSB;
+    /// so in both modes the host suppresses RX kicks while it has room and
+    /// asks for them (with the double check) only when the ring is full.
+    /// In direct mode netmap leaves kicks always on; the protocol is the
+    /// same, only this host needs fewer of them.
+    fn process_rx(&self, notes: &mut NotifyList) {
+        let ring = self.ring();
+        self.set_kick(false);
+        let (mut head, mut cur, _) = kern_read(&self.csb);
+        let mut some_recvd = false;
+        let mut dry_cycles = 0;
+        loop {
+            let hk: HostKring = {
+                let mut hk = ring.kring.lock().unwrap();
+                let mut view = hk.k;
+                if view.rx_prologue(head, cur).is_err() {
+                    drop(hk);
+                    self.stats.guest_errors.fetch_add(1, Ordering::Relaxed);
+                    self.set_kick(true);
+                    break;
+                }
+                hk.k.rhead = view.rhead;
+                hk.k.rcur = view.rcur;
+                self.port.backend.rxsync(&self.port, ring, &mut hk, notes);
+                kern_write(&self.csb, hk.k.hwcur, hk.k.hwtail);
+                if hk.rtail != hk.k.hwtail {
+                    hk.rtail = hk.k.hwtail;
+                    some_recvd = true;
+                    dry_cycles = 0;
+                } else {
+                    dry_cycles += 1;
+                }
+                *hk
+            };
+            fire(notes);
+            if some_recvd && self.interrupt_if_wanted() {
+                some_recvd = false;
+            }
+            (head, cur, _) = kern_read(&self.csb);
+            let n = hk.k.num_slots;
+            let no_rx_slots = |head: u32| {
+                let hwtail = ring.kring.lock().unwrap().k.hwtail;
+                hwtail == prev(head, n)
+            };
+            if no_rx_slots(head) {
+                // Ring full: sleep until the guest gives slots back.
+                self.set_kick(true);
+                self.csb.fence(Barrier::StoreLoad);
+                (head, cur, _) = kern_read(&self.csb);
+                if !no_rx_slots(head) {
+                    self.set_kick(false);
+                    continue;
+                }
+                break;
+            }
+            let hwtail = ring.kring.lock().unwrap().k.hwtail;
+            if hwtail == hk.k.rhead || dry_cycles >= 2 {
+                // Nothing more from the backend: its notification resumes us.
+                break;
+            }
+        }
+        if some_recvd {
+            self.interrupt_if_wanted();
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! `ptnet-sim`: runs the ptnet driver core against a simulated hypervisor
+//! and host netmap, and measures it.
+
+use clap::{Parser, Subcommand};
+use ptnet_host_sim::app::baseline;
+use ptnet_host_sim::app::pktgen::{self, Function, PktgenConfig};
+use ptnet_host_sim::host::kloop::KloopMode;
+use ptnet_host_sim::world::{Topology, World, WorldConfig};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "ptnet-sim",
+    version,
+    about = "ptnet driver core on a simulated hypervisor and host netmap"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Print the shared C structures' sizes and field offsets as JSON.
+    Abi,
+    /// Attach the driver in two VMs on a VALE switch and show what happens.
+    Demo {
+        /// Seconds of traffic.
+        #[arg(short = 'd', long, default_value_t = 3.0)]
+        duration: f64,
+    },
+    /// pkt-gen-like traffic between VMs on a VALE switch (or a pipe).
+    Pktgen(PktgenArgs),
+    /// Benchmarks with same-run baselines.
+    Bench {
+        #[command(subcommand)]
+        which: BenchCmd,
+    },
+}
+
+#[derive(clap::Args, Clone)]
+struct PktgenArgs {
+    /// Function: tx, rx, txrx or ping.
+    #[arg(short = 'f', long, value_enum, default_value_t = Function::Tx)]
+    function: Function,
+    /// Frame size in bytes.
+    #[arg(short = 'l', long, default_value_t = 60)]
+    size: usize,
+    /// Batch: most packets per sync.
+    #[arg(short = 'b', long, default_value_t = 512)]
+    batch: u32,
+    /// Packets per sender (0: run for --duration).
+    #[arg(short = 'n', long, default_value_t = 0)]
+    count: u64,
+    /// Rate in packets per second per sender (0: unlimited).
+    #[arg(short = 'R', long, default_value_t = 0.0)]
+    rate: f64,
+    /// Ring pairs per port.
+    #[arg(short = 'r', long, default_value_t = 1)]
+    rings: u32,
+    /// Slots per ring.
+    #[arg(short = 's', long, default_value_t = 1024)]
+    slots: u32,
+    /// Host kloop mode.
+    #[arg(long, value_enum, default_value_t = KloopMode::Direct)]
+    mode: KloopMode,
+    /// Number of VMs on the switch.
+    #[arg(short = 'g', long, default_value_t = 2)]
+    guests: usize,
+    /// Seconds to run when --count is 0.
+    #[arg(short = 'd', long, default_value_t = 3.0)]
+    duration: f64,
+    /// Connect two VMs with a netmap pipe instead of a switch.
+    #[arg(long)]
+    pipe: bool,
+    /// Issue PTCTL delete/create in every VM every N milliseconds.
+    #[arg(long)]
+    restart_ms: Option<u64>,
+    /// Print guest console lines.
+    #[arg(short = 'v', long)]
+    verbose: bool,
+    /// Machine-readable summary on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Guest-to-guest 60-byte traffic through the switch vs an ideal SPSC copy.
+    Native {
+        /// Seconds per measurement.
+        #[arg(short = 'd', long, default_value_t = 3.0)]
+        duration: f64,
+        /// Measurements of each (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+        /// Slots per ring.
+        #[arg(short = 's', long, default_value_t = 1024)]
+        slots: u32,
+        /// Batch.
+        #[arg(short = 'b', long, default_value_t = 512)]
+        batch: u32,
+        /// Machine-readable report on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn world_config(a: &PktgenArgs) -> WorldConfig {
+    WorldConfig {
+        guests: if a.pipe { 2 } else { a.guests },
+        rings: a.rings,
+        slots: a.slots,
+        mode: a.mode,
+        topology: if a.pipe {
+            Topology::Pipe
+        } else {
+            Topology::Vale
+        },
+        echo: a.verbose,
+        ..WorldConfig::default()
+    }
+}
+
+fn pktgen_cmd(a: PktgenArgs) -> Result<(), String> {
+    if a.guests < 2 {
+        return Err("--guests must be at least 2".into());
+    }
+    let world = World::new(world_config(&a)).map_err(|e| format!("attach failed: {e}"))?;
+    let cfg = PktgenConfig {
+        function: a.function,
+        size: a.size,
+        batch: a.batch,
+        count: a.count,
+        rate: a.rate,
+        duration: Duration::from_secs_f64(a.duration),
+        report: !a.json,
+        restart_every: a.restart_ms.map(Duration::from_millis),
+    };
+    let r = pktgen::run(&world, &cfg)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r).unwrap());
+    } else {
+        print_summary(&r);
+    }
+    world.shutdown()
+}
+
+fn print_summary(r: &pktgen::Report) {
+    println!(
+        "Sent {} packets, received {} in {:.3} s: {:.3} Mpps {:.3} Gbps ({} bytes, batch {}, {} ring(s) x {} slots, {:?} mode)",
+        r.tx_pkts, r.rx_pkts, r.seconds, r.mpps, r.gbps, r.size, r.batch, r.rings, r.slots, r.mode
+    );
+    println!(
+        "Notifications: {} kicks ({:.5}/pkt), {} interrupts ({:.5}/pkt); switch drops {}; lost {} dup/reordered {} corrupt {}",
+        r.kicks, r.kicks_per_pkt, r.irqs, r.irqs_per_pkt, r.switch_drops, r.lost, r.dup_or_reordered, r.corrupt
+    );
+    if let Some(l) = &r.latency {
+        println!(
+            "Round trip over {} probes: min {:.1} us, avg {:.1} us, p50 {:.1} us, p99 {:.1} us, max {:.1} us",
+            l.samples, l.min_us, l.avg_us, l.p50_us, l.p99_us, l.max_us
+        );
+    }
+}
+
+fn demo(duration: f64) -> Result<(), String> {
+    println!("== Two VMs, each with a ptnet device passing through a port of VALE switch vale0 ==");
+    let cfg = WorldConfig {
+        echo: true,
+        ..WorldConfig::default()
+    };
+    let world = World::new(cfg).map_err(|e| format!("attach failed: {e}"))?;
+    println!("\n== pkt-gen: vm0 -> vm1, 60-byte frames, {duration} s ==");
+    let tx = PktgenConfig {
+        duration: Duration::from_secs_f64(duration),
+        report: true,
+        ..PktgenConfig::default()
+    };
+    let r = pktgen::run(&world, &tx)?;
+    print_summary(&r);
+    println!("\n== pkt-gen ping: vm0 <-> vm1, 1000 probes ==");
+    let ping = PktgenConfig {
+        function: Function::Ping,
+        count: 1000,
+        ..PktgenConfig::default()
+    };
+    let r = pktgen::run(&world, &ping)?;
+    print_summary(&r);
+    println!("\n== Detach ==");
+    world.shutdown()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn bench_native(
+    duration: f64,
+    repeat: usize,
+    slots: u32,
+    batch: u32,
+    json: bool,
+) -> Result<(), String> {
+    let d = Duration::from_secs_f64(duration);
+    let mut runs = Vec::new();
+    for i in 0..repeat.max(1) {
+        let b = baseline::run(60, batch, slots, 2048, d);
+        let world = World::new(WorldConfig {
+            slots,
+            ..WorldConfig::default()
+        })
+        .map_err(|e| e.to_string())?;
+        let cfg = PktgenConfig {
+            batch,
+            duration: d,
+            ..PktgenConfig::default()
+        };
+        let r = pktgen::run(&world, &cfg)?;
+        world.shutdown()?;
+        if !json {
+            println!(
+                "run {}: baseline {:.3} Mpps, ptnet {:.3} Mpps (ratio {:.3}), kicks/pkt {:.5}, irqs/pkt {:.5}, drops {}",
+                i + 1,
+                b.mpps,
+                r.mpps,
+                r.mpps / b.mpps,
+                r.kicks_per_pkt,
+                r.irqs_per_pkt,
+                r.switch_drops
+            );
+        }
+        runs.push((b, r));
+    }
+    let mpps = median(runs.iter().map(|(_, r)| r.mpps).collect());
+    let baseline_mpps = median(runs.iter().map(|(b, _)| b.mpps).collect());
+    let kicks = median(runs.iter().map(|(_, r)| r.kicks_per_pkt).collect());
+    let irqs = median(runs.iter().map(|(_, r)| r.irqs_per_pkt).collect());
+    let report = serde_json::json!({
+        "bench": "native",
+        "size": 60,
+        "batch": batch,
+        "slots": slots,
+        "mode": "direct",
+        "seconds_per_run": duration,
+        "mpps": mpps,
+        "baseline_mpps": baseline_mpps,
+        "ratio": mpps / baseline_mpps,
+        "kicks_per_pkt": kicks,
+        "irqs_per_pkt": irqs,
+        "notifications_per_pkt": kicks + irqs,
+        "goal": { "ratio_min": 0.5, "notifications_per_pkt_max": 1.0 / 256.0 },
+        "runs": runs.iter().map(|(b, r)| serde_json::json!({
+            "baseline_mpps": b.mpps, "mpps": r.mpps, "kicks_per_pkt": r.kicks_per_pkt,
+            "irqs_per_pkt": r.irqs_per_pkt, "switch_drops": r.switch_drops,
+            "lost": r.lost, "corrupt": r.corrupt,
+        })).collect::<Vec<_>>(),
+    });
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap());
+    } else {
+        println!(
+            "median: ptnet {:.3} Mpps, baseline {:.3} Mpps, ratio {:.3}; notifications/pkt {:.5} (goal <= {:.5})",
+            mpps,
+            baseline_mpps,
+            mpps / baseline_mpps,
+            kicks + irqs,
+            1.0 / 256.0
+        );
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Cmd::Abi => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&ptnet_host_sim::abi_json::abi()).unwrap()
+            );
+            Ok(())
+        }
+        Cmd::Demo { duration } => demo(duration),
+        Cmd::Pktgen(a) => pktgen_cmd(a),
+        Cmd::Bench {
+            which:
+                BenchCmd::Native {
+                    duration,
+                    repeat,
+                    slots,
+                    batch,
+                    json,
+                },
+        } => bench_native(duration, repeat, slots, batch, json),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ptnet-sim: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

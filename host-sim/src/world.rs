@@ -1,0 +1,219 @@
+//! Builds a simulated setup: VMs, each with a ptnet device passing through
+//! a port of a VALE-like switch (or one end of a netmap pipe), each running
+//! the real driver in its guest kernel.
+
+use crate::guest::kernel::GuestKernel;
+use crate::guest::netmap::{NmError, PtnetIf};
+use crate::host::kloop::KloopMode;
+use crate::host::mem::{HostMemory, MemConfig};
+use crate::host::pipe::pipe;
+use crate::host::port::{NmPort, PortConfig};
+use crate::host::vale::Vale;
+use crate::hv::memdev::MemdevDevice;
+use crate::hv::ptnet::PtnetDevice;
+use crate::hv::PciFunction;
+use ptnet::abi::regs::Features;
+use std::sync::Arc;
+
+/// What connects the VMs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    /// Every VM on one port of a learning switch.
+    Vale,
+    /// Two VMs on the two ends of a netmap pipe (requires 2 guests).
+    Pipe,
+}
+
+/// Parameters of a setup.
+#[derive(Debug, Clone, Copy)]
+pub struct WorldConfig {
+    /// Number of VMs.
+    pub guests: usize,
+    /// Ring pairs per port.
+    pub rings: u32,
+    /// Slots per ring.
+    pub slots: u32,
+    /// netmap buffer size.
+    pub buf_size: u32,
+    /// Host kloop mode.
+    pub mode: KloopMode,
+    /// Host offers the virtio-net header.
+    pub host_vnet_hdr: bool,
+    /// Driver configuration.
+    pub driver: ptnet::Config,
+    /// What connects the VMs.
+    pub topology: Topology,
+    /// Guest RAM per VM.
+    pub guest_ram: usize,
+    /// Print guest console lines as they appear.
+    pub echo: bool,
+}
+
+impl Default for WorldConfig {
+    fn default() -> Self {
+        Self {
+            guests: 2,
+            rings: 1,
+            slots: 1024,
+            buf_size: 2048,
+            mode: KloopMode::Direct,
+            host_vnet_hdr: true,
+            driver: ptnet::Config {
+                want_vnet_hdr: false,
+                require_vnet_hdr: false,
+            },
+            topology: Topology::Vale,
+            guest_ram: 4 << 20,
+            echo: false,
+        }
+    }
+}
+
+/// One VM: its kernel, its PCI functions, and (VMM side) its device model.
+pub struct Vm {
+    /// The guest kernel.
+    pub kernel: Arc<GuestKernel>,
+    /// The ptnet device model (the VMM's handle, for counters).
+    pub dev: Arc<PtnetDevice>,
+    /// The PCI functions the guest enumerates.
+    pub pci: Vec<PciFunction>,
+    /// The VM's MAC address.
+    pub mac: [u8; 6],
+    /// The attached interface, once attached.
+    pub ifp: Option<Arc<PtnetIf>>,
+}
+
+impl Vm {
+    /// Creates a VM whose ptnet device passes `port` through.
+    pub fn boot(name: &str, port: Arc<NmPort>, mac: [u8; 6], cfg: &WorldConfig) -> Self {
+        let kernel = GuestKernel::new(name, cfg.guest_ram, cfg.echo);
+        let features = if cfg.host_vnet_hdr {
+            Features::VNET_HDR
+        } else {
+            Features::empty()
+        };
+        let mem = port.mem.clone();
+        let dev = PtnetDevice::new(
+            port,
+            mac,
+            features,
+            kernel.mem.clone(),
+            kernel.irq.clone(),
+            cfg.mode,
+        );
+        let pci = vec![dev.function(), MemdevDevice::function(mem)];
+        Self {
+            kernel,
+            dev,
+            pci,
+            mac,
+            ifp: None,
+        }
+    }
+
+    /// Attaches the driver to the VM's ptnet device.
+    pub fn attach(&mut self, cfg: ptnet::Config) -> Result<Arc<PtnetIf>, NmError> {
+        let ifp = PtnetIf::attach(&self.kernel, &self.pci, 0, cfg)?;
+        self.ifp = Some(ifp.clone());
+        Ok(ifp)
+    }
+
+    /// Detaches the driver; fails if the interface is still in use.
+    pub fn detach(&mut self) -> Result<(), String> {
+        if let Some(ifp) = self.ifp.take() {
+            if let Err(ifp) = ifp.detach() {
+                let msg = format!("{} still in use", ifp.name);
+                self.ifp = Some(ifp);
+                return Err(msg);
+            }
+        }
+        Ok(())
+    }
+
+    /// The attached interface.
+    pub fn ifp(&self) -> &Arc<PtnetIf> {
+        self.ifp.as_ref().expect("driver attached")
+    }
+}
+
+/// A complete setup.
+pub struct World {
+    /// The switch, for VALE setups.
+    pub vale: Option<Arc<Vale>>,
+    /// The VMs.
+    pub vms: Vec<Vm>,
+    /// The configuration it was built with.
+    pub cfg: WorldConfig,
+}
+
+/// The MAC address of VM `i`.
+pub fn vm_mac(i: usize) -> [u8; 6] {
+    [0x02, 0x00, 0x00, 0x00, (i >> 8) as u8, (i + 1) as u8]
+}
+
+impl World {
+    /// Builds the setup and attaches the driver in every VM.
+    pub fn new(cfg: WorldConfig) -> Result<Self, NmError> {
+        let mut w = Self::boot(cfg);
+        for vm in &mut w.vms {
+            vm.attach(cfg.driver)?;
+        }
+        Ok(w)
+    }
+
+    /// Builds the setup without attaching drivers.
+    pub fn boot(cfg: WorldConfig) -> Self {
+        let pcfg = PortConfig {
+            rings: cfg.rings,
+            slots: cfg.slots,
+        };
+        let (vale, ports) = match cfg.topology {
+            Topology::Vale => {
+                let sw = Vale::new("vale0");
+                let ports = (0..cfg.guests)
+                    .map(|i| {
+                        let mem = Arc::new(HostMemory::new(
+                            i as u32 + 1,
+                            MemConfig::for_ports(1, cfg.rings, cfg.slots, cfg.buf_size, 0),
+                        ));
+                        sw.attach(&format!("{}", i + 1), mem, pcfg)
+                    })
+                    .collect::<Vec<_>>();
+                (Some(sw), ports)
+            }
+            Topology::Pipe => {
+                assert_eq!(cfg.guests, 2, "a pipe connects two VMs");
+                let mem = Arc::new(HostMemory::new(
+                    1,
+                    MemConfig::for_ports(1, cfg.rings, cfg.slots, cfg.buf_size, 0),
+                ));
+                let (a, b) = pipe("pipe", 1, mem, pcfg);
+                (None, vec![a, b])
+            }
+        };
+        let vms = ports
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| Vm::boot(&format!("vm{i}"), p, vm_mac(i), &cfg))
+            .collect();
+        Self { vale, vms, cfg }
+    }
+
+    /// Interface of VM `i`.
+    pub fn ifp(&self, i: usize) -> &Arc<PtnetIf> {
+        self.vms[i].ifp()
+    }
+
+    /// Packets the switch or pipe dropped.
+    pub fn drops(&self) -> u64 {
+        self.vms.iter().map(|vm| vm.dev.port().drops()).sum()
+    }
+
+    /// Detaches every driver.
+    pub fn shutdown(mut self) -> Result<(), String> {
+        for vm in &mut self.vms {
+            vm.detach()?;
+        }
+        Ok(())
+    }
+}
