@@ -17,10 +17,12 @@
 //!   barrier, and reads the other side's pointers once more.
 //! - a side that publishes work issues a store-load barrier before it reads
 //!   the other side's `need_kick`. netmap's C guest and host omit this one;
-//!   without it a store buffer can hold the new `head` while the stale
+//!   without it a store buffer can hold the new `head` while a stale
 //!   `need_kick == 0` is read, and the peer, which just set `need_kick` and
-//!   re-checked, goes to sleep on the old `head`: a lost wakeup that the
-//!   model checker in `tests/` finds when this barrier is removed.
+//!   re-checked, goes to sleep on the old `head`. The loom model in
+//!   `tests/tests/notify_model.rs` explores these reorderings: with the
+//!   store-load barriers in place no wakeup is lost; weakened to
+//!   release/acquire, it finds the lost wakeup in both directions.
 
 use crate::abi::csb::{NmCsbAtok, NmCsbKtoa, CSB_ENTRY_SIZE};
 use crate::kring::{BadPointers, Kring};
@@ -179,6 +181,31 @@ pub fn kern_read<M: CsbMem>(m: &M) -> (u32, u32, u32) {
     let flags = m.load(Field::SyncFlags);
     m.fence(Barrier::LoadLoad);
     (head, cur, flags)
+}
+
+/// Host, about to sleep: re-enables guest kicks, then (after a store-load
+/// barrier) reads the guest's pointers once more. `idle(head)` tells
+/// whether that head still leaves the host nothing to do. Returns `None`
+/// when the host may sleep, or the fresh `(head, cur)` (kicks disabled
+/// again) when work arrived in between.
+pub fn kern_sleep_check<M: CsbMem>(m: &M, idle: impl Fn(u32) -> bool) -> Option<(u32, u32)> {
+    m.store(Field::KernNeedKick, 1);
+    m.fence(Barrier::StoreLoad);
+    let (head, cur, _) = kern_read(m);
+    if idle(head) {
+        None
+    } else {
+        m.store(Field::KernNeedKick, 0);
+        Some((head, cur))
+    }
+}
+
+/// Host, having published new pointers: whether the guest asked for an
+/// interrupt. The store-load barrier orders the publication before the
+/// read of `appl_need_kick`.
+pub fn kern_wants_interrupt<M: CsbMem>(m: &M) -> bool {
+    m.fence(Barrier::StoreLoad);
+    m.load(Field::ApplNeedKick) != 0
 }
 
 /// Options of one guest sync.

@@ -17,7 +17,7 @@
 use super::port::{fire, HostKring, HostRing, NmPort, NotifyList};
 use crate::guest_mem::GuestMemory;
 use crate::hv::Interrupts;
-use ptnet::csb::{kern_read, kern_write, Barrier, CsbMem, CsbRing, Field};
+use ptnet::csb::{kern_read, kern_sleep_check, kern_wants_interrupt, kern_write, CsbMem, CsbRing, Field};
 use ptnet::kring::{prev, Dir, Kring};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -221,8 +221,7 @@ impl RingKloop {
     /// orders the pointers just published before the read of
     /// `appl_need_kick` (see `ptnet::csb`).
     fn interrupt_if_wanted(&self) -> bool {
-        self.csb.fence(Barrier::StoreLoad);
-        if self.csb.load(Field::ApplNeedKick) != 0 {
+        if kern_wants_interrupt(&self.csb) {
             self.stats.irqs.fetch_add(1, Ordering::Relaxed);
             self.irq.raise(self.vector);
             true
@@ -277,14 +276,11 @@ impl RingKloop {
                     break;
                 }
                 // Going to sleep: re-enable kicks, then look once more.
-                self.set_kick(true);
-                self.csb.fence(Barrier::StoreLoad);
-                (head, cur, _) = kern_read(&self.csb);
-                if head != hk.k.rhead {
-                    self.set_kick(false);
-                    continue;
+                match kern_sleep_check(&self.csb, |h| h == hk.k.rhead) {
+                    Some(fresh) => (head, cur) = fresh,
+                    None => break,
                 }
-                break;
+                continue;
             }
             if hk.k.rhead == hk.k.hwtail {
                 // No free TX slot: the backend's notification resumes us.
@@ -343,14 +339,11 @@ impl RingKloop {
             };
             if no_rx_slots(head) {
                 // Ring full: sleep until the guest gives slots back.
-                self.set_kick(true);
-                self.csb.fence(Barrier::StoreLoad);
-                (head, cur, _) = kern_read(&self.csb);
-                if !no_rx_slots(head) {
-                    self.set_kick(false);
-                    continue;
+                match kern_sleep_check(&self.csb, no_rx_slots) {
+                    Some(fresh) => (head, cur) = fresh,
+                    None => break,
                 }
-                break;
+                continue;
             }
             let hwtail = ring.kring.lock().unwrap().k.hwtail;
             if hwtail == hk.k.rhead || dry_cycles >= 2 {
