@@ -185,7 +185,7 @@ impl World {
                 assert_eq!(cfg.guests, 2, "a pipe connects two VMs");
                 let mem = Arc::new(HostMemory::new(
                     1,
-                    MemConfig::for_ports(1, cfg.rings, cfg.slots, cfg.buf_size, 0),
+                    MemConfig::for_ports(2, cfg.rings, cfg.slots, cfg.buf_size, 0),
                 ));
                 let (a, b) = pipe("pipe", 1, mem, pcfg);
                 (None, vec![a, b])

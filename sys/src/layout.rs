@@ -319,6 +319,11 @@ impl NetmapLayout {
         let mem = &memdev.region;
         let nifp_ofs = exp.nifp_ofs as usize;
         let bad_nifp = AttachError::BadNifpOffset { ofs: nifp_ofs };
+        if !nifp_ofs.is_multiple_of(8)
+            || !memdev.if_pool.contains(nifp_ofs, NetmapIf::RING_OFS_OFFSET)
+        {
+            return Err(bad_nifp);
+        }
         let if_u32 = |field: usize| {
             mem.load_u32(nifp_ofs.checked_add(field).ok_or(bad_nifp)?)
                 .map_err(|_| bad_nifp)
@@ -356,7 +361,7 @@ impl NetmapLayout {
             .checked_mul(8)
             .and_then(|b| b.checked_add(NetmapIf::RING_OFS_OFFSET))
             .ok_or(bad_nifp)?;
-        if !memdev.if_pool.contains(nifp_ofs, if_bytes) || !nifp_ofs.is_multiple_of(8) {
+        if !memdev.if_pool.contains(nifp_ofs, if_bytes) {
             return Err(bad_nifp);
         }
 

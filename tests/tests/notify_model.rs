@@ -28,7 +28,10 @@ impl LoomCsb {
     /// The CSB as the host initialises it at `PTCTL` create.
     fn new(dir: Dir, n: u32, weak: bool) -> Self {
         let k = Kring::new(dir, n);
-        let c = Self { f: Default::default(), weak };
+        let c = Self {
+            f: Default::default(),
+            weak,
+        };
         c.store(Field::Hwcur, k.hwcur);
         c.store(Field::Hwtail, k.hwtail);
         c.store(Field::KernNeedKick, 1);
@@ -67,7 +70,10 @@ fn wait_done(done: &AtomicBool) {
     }
 }
 
-const OPTS: SyncOpts = SyncOpts { force_reclaim: false, want_intr: true };
+const OPTS: SyncOpts = SyncOpts {
+    force_reclaim: false,
+    want_intr: true,
+};
 
 /// Guest sends `total` packets on a TX ring of `n` slots; the host kloop
 /// (thread mode) consumes them. Either side sleeps (parks) only as the
@@ -133,12 +139,12 @@ fn rx_model(n: u32, total: u32, weak: bool) {
     let done = Arc::new(AtomicBool::new(false));
     let (hcsb, hdone) = (csb.clone(), done.clone());
     let host = thread::spawn(move || {
-        let (mut hwcur, mut hwtail, mut produced) = (0u32, 0u32, 0u32);
+        let (mut hwtail, mut produced) = (0u32, 0u32);
         loop {
             hcsb.store(Field::KernNeedKick, 0);
             loop {
-                let (head, _, _) = kern_read(&*hcsb);
-                hwcur = head;
+                // Slots before the guest's head are released.
+                let (hwcur, _, _) = kern_read(&*hcsb);
                 if produced < total && cyclic_dist(hwtail, prev(hwcur, n), n) > 0 {
                     hwtail = next(hwtail, n);
                     produced += 1;
@@ -188,7 +194,13 @@ fn explore(f: impl Fn() + Sync + Send + 'static) {
 /// reported a deadlock there.
 fn finds_lost_wakeup(name: &str) -> bool {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", name, "--nocapture", "--test-threads=1"])
+        .args([
+            "--ignored",
+            "--exact",
+            name,
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("RUST_BACKTRACE", "0")
         .output()
         .expect("run the model in a child process");

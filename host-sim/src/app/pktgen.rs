@@ -9,7 +9,7 @@ use crate::world::World;
 use ptnet::kring::Dir;
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 /// What the run measures.
@@ -151,6 +151,9 @@ struct VmCounters {
 }
 
 struct Shared {
+    /// Every VM thread has announced its address (the switch has learned
+    /// them all) before traffic starts.
+    ready: Barrier,
     t0: Instant,
     /// Nanoseconds from `t0` to the last packet sent or received: the end
     /// of the traffic phase (threads linger a little to catch stragglers).
@@ -224,6 +227,32 @@ fn send_one(port: &NetmapPort, frame: &[u8]) -> Result<bool, NmError> {
     Ok(true)
 }
 
+/// Opens the port and announces the VM, then waits for every other VM to
+/// have done the same (even when this one failed, so none waits forever).
+fn joined(
+    sh: &Shared,
+    setup: impl FnOnce() -> Result<NetmapPort, NmError>,
+) -> Result<NetmapPort, NmError> {
+    let port = setup();
+    sh.ready.wait();
+    port
+}
+
+/// Waits until the host has taken every packet handed to it, as pkt-gen
+/// does before it exits: closing the port stops the host kloops, and a
+/// packet still in a TX ring then would never leave.
+fn drain_tx(port: &NetmapPort, rings: u32) -> Result<(), NmError> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for i in 0..rings {
+        let ring = port.ring(Dir::Tx, i).ok_or(NmError::NoRing)?;
+        while ring.tx_pending() && Instant::now() < deadline {
+            port.sync(Dir::Tx, i)?;
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+    Ok(())
+}
+
 struct Pacer {
     start: Instant,
     rate: f64,
@@ -265,13 +294,16 @@ fn vm_thread(
     cfg: PktgenConfig,
     sh: Arc<Shared>,
 ) -> Result<(), NmError> {
-    let port = ifp.open()?;
-    let info = ifp.info();
     let me = role.vm;
+    let port = joined(&sh, || {
+        let port = ifp.open()?;
+        // Let the switch learn our address.
+        send_one(&port, &announce(world_macs[me]))?;
+        Ok(port)
+    })?;
+    let info = ifp.info();
     let scratch_len = info.buf_size as usize;
     let mut scratch = vec![0u8; scratch_len];
-    // Let the switch learn our address.
-    send_one(&port, &announce(world_macs[me]))?;
     let mut tracker = SeqTracker::default();
     let mut tmpl = role
         .send_to
@@ -294,6 +326,7 @@ fn vm_thread(
         if sending {
             let stop = sh.stop.load(Ordering::Relaxed) || (cfg.count > 0 && sent >= cfg.count);
             if stop {
+                drain_tx(&port, info.num_tx_rings)?;
                 sending = false;
                 sh.senders_left.fetch_sub(1, Ordering::AcqRel);
             } else {
@@ -334,7 +367,11 @@ fn vm_thread(
                 for i in 0..info.num_rx_rings {
                     let ring = port.ring(Dir::Rx, i).ok_or(NmError::NoRing)?;
                     got += drain(&ring, &mut scratch, |p| {
-                        tracker.record(p);
+                        // Only frames for us: before the switch has learned
+                        // every address, some traffic is flooded.
+                        if p[..6] == world_macs[me] {
+                            tracker.record(p);
+                        }
                     });
                 }
                 publish(&tracker);
@@ -370,8 +407,11 @@ fn pinger(
     cfg: PktgenConfig,
     sh: Arc<Shared>,
 ) -> Result<(), NmError> {
-    let port = ifp.open()?;
-    send_one(&port, &announce(macs[0]))?;
+    let port = joined(&sh, || {
+        let port = ifp.open()?;
+        send_one(&port, &announce(macs[0]))?;
+        Ok(port)
+    })?;
     let mut tmpl = Template::new(cfg.size, 0, macs[0], 1, macs[1]);
     let mut scratch = vec![0u8; ifp.info().buf_size as usize];
     let pacer = Pacer {
@@ -414,8 +454,11 @@ fn pinger(
 }
 
 fn ponger(ifp: Arc<PtnetIf>, macs: Vec<[u8; 6]>, sh: Arc<Shared>) -> Result<(), NmError> {
-    let port = ifp.open()?;
-    send_one(&port, &announce(macs[1]))?;
+    let port = joined(&sh, || {
+        let port = ifp.open()?;
+        send_one(&port, &announce(macs[1]))?;
+        Ok(port)
+    })?;
     let mut scratch = vec![0u8; ifp.info().buf_size as usize];
     while sh.senders_left.load(Ordering::Acquire) > 0 {
         if !port.poll(Dir::Rx, Duration::from_millis(20))? {
@@ -500,7 +543,13 @@ pub fn run(world: &World, cfg: &PktgenConfig) -> Result<Report, String> {
         Function::Ping => 1,
         _ => roles.iter().filter(|r| r.send_to.is_some()).count(),
     };
+    let threads = if cfg.function == Function::Ping {
+        2
+    } else {
+        roles.len()
+    };
     let sh = Arc::new(Shared {
+        ready: Barrier::new(threads),
         t0: Instant::now(),
         last_activity: AtomicU64::new(0),
         stop: AtomicBool::new(false),

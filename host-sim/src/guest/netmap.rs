@@ -452,6 +452,11 @@ impl AppRing {
         cyclic_dist(self.cur(), self.tail(), self.ring.num_slots)
     }
 
+    /// `nm_tx_pending()`: slots handed to the kernel and not yet completed.
+    pub fn tx_pending(&self) -> bool {
+        self.next(self.tail()) != self.head()
+    }
+
     /// `nm_ring_next()`.
     pub fn next(&self, i: u32) -> u32 {
         ptnet::kring::next(i, self.ring.num_slots)

@@ -17,7 +17,9 @@
 use super::port::{fire, HostKring, HostRing, NmPort, NotifyList};
 use crate::guest_mem::GuestMemory;
 use crate::hv::Interrupts;
-use ptnet::csb::{kern_read, kern_sleep_check, kern_wants_interrupt, kern_write, CsbMem, CsbRing, Field};
+use ptnet::csb::{
+    kern_read, kern_sleep_check, kern_wants_interrupt, kern_write, CsbMem, CsbRing, Field,
+};
 use ptnet::kring::{prev, Dir, Kring};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
