@@ -215,6 +215,16 @@ pub struct SyncOpts {
     pub force_reclaim: bool,
     /// Enable the ring's interrupt if the caller would block.
     pub want_intr: bool,
+    /// With `want_intr`: also enable it when fewer than this many slots
+    /// are available (a transmitter waiting for room for a large packet).
+    pub want_space: u32,
+}
+
+impl SyncOpts {
+    /// Whether, after a sync, the caller has to wait for the host.
+    fn must_wait(&self, k: &Kring) -> bool {
+        k.would_block() || k.user_avail() < self.want_space
+    }
 }
 
 /// `sync_flags` value that carries [`SyncOpts::force_reclaim`].
@@ -228,11 +238,11 @@ fn refresh<M: CsbMem>(m: &M, k: &mut Kring) -> Result<(), BadPointers> {
 /// Interrupt enable with the double check: the guest is about to sleep, so
 /// it asks for an interrupt, then looks once more, and withdraws the request
 /// if the host made progress in between.
-fn arm_interrupt<M: CsbMem>(m: &M, k: &mut Kring) -> Result<(), BadPointers> {
+fn arm_interrupt<M: CsbMem>(m: &M, k: &mut Kring, opts: SyncOpts) -> Result<(), BadPointers> {
     m.store(Field::ApplNeedKick, 1);
     m.fence(Barrier::StoreLoad);
     refresh(m, k)?;
-    if !k.would_block() {
+    if !opts.must_wait(k) {
         m.store(Field::ApplNeedKick, 0);
     }
     Ok(())
@@ -268,8 +278,8 @@ pub fn guest_txsync<M: CsbMem>(m: &M, k: &mut Kring, opts: SyncOpts) -> Result<b
     appl_write(m, k.rcur, k.rhead);
     refresh(m, k)?;
     let kick = kick_needed(m, k, opts);
-    if k.would_block() && opts.want_intr {
-        arm_interrupt(m, k)?;
+    if opts.want_intr && opts.must_wait(k) {
+        arm_interrupt(m, k, opts)?;
     }
     Ok(kick)
 }
@@ -283,8 +293,8 @@ pub fn guest_rxsync<M: CsbMem>(m: &M, k: &mut Kring, opts: SyncOpts) -> Result<b
     if k.rhead != k.hwcur {
         appl_write(m, k.rcur, k.rhead);
     }
-    if k.would_block() && opts.want_intr {
-        arm_interrupt(m, k)?;
+    if opts.want_intr && opts.must_wait(k) {
+        arm_interrupt(m, k, opts)?;
     }
     Ok(kick_needed(m, k, opts))
 }
@@ -345,7 +355,7 @@ mod tests {
         // A forced reclaim always kicks and says so in sync_flags.
         let force = SyncOpts {
             force_reclaim: true,
-            want_intr: false,
+            ..SyncOpts::default()
         };
         assert_eq!(guest_txsync(&m, &mut k, force), Ok(true));
         assert_eq!(m.load(Field::SyncFlags), NAF_FORCE_RECLAIM);

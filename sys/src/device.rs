@@ -6,12 +6,13 @@ use crate::abi::regs::{kick_reg, ptnet as reg, Features, PtctlCmd};
 use crate::abi::vnet::{VirtioNetHdr, VirtioNetHdrMrgRxbuf};
 use crate::csb::{self, CsbMem, CsbRing, Field, SyncOpts};
 use crate::error::AttachError;
+use crate::ifnet::IfState;
 use crate::kring::{BadPointers, Dir, Kring};
 use crate::layout::{Expected, Memdev, NetmapLayout, MAX_RINGS, MAX_SLOTS, MIN_SLOTS};
 use crate::os::{DmaMemory, Kernel, LogLevel, Registers};
 use crate::shmem::SharedRegion;
 use core::mem::size_of;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 /// Size of a CSB page: each direction's array gets one.
 pub const CSB_PAGE: usize = 4096;
@@ -146,6 +147,34 @@ pub struct Ptnet<K: Kernel, R: Registers> {
     csb: DmaMemory,
     queues: [Option<Queue>; MAX_RINGS],
     running: AtomicBool,
+    users: AtomicU32,
+    started_once: AtomicBool,
+    ifstate: IfState,
+}
+
+/// Why bringing the rings up failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpError {
+    /// `PTCTL` failed.
+    Ptctl(AttachError),
+    /// The host's ring state is inconsistent.
+    Sync(SyncError),
+}
+
+impl core::fmt::Display for UpError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            UpError::Ptctl(e) => write!(f, "{e}"),
+            UpError::Sync(SyncError::NoRing) => f.write_str("no such ring"),
+            UpError::Sync(SyncError::Host(b)) => {
+                write!(
+                    f,
+                    "host ring state inconsistent (hwcur {} hwtail {})",
+                    b.a, b.b
+                )
+            }
+        }
+    }
 }
 
 /// A sync that the host's pointers made impossible.
@@ -350,6 +379,9 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
             csb,
             queues,
             running: AtomicBool::new(false),
+            users: AtomicU32::new(0),
+            started_once: AtomicBool::new(false),
+            ifstate: IfState::new(info.vnet_hdr_len, info.buf_size),
         };
         dev.log_attach();
         Ok(dev)
@@ -374,6 +406,73 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
     #[cfg(test)]
     pub(crate) fn csb_region_for_tests(&self) -> SharedRegion {
         self.csb.region
+    }
+
+    /// The network interface's capabilities and MTU.
+    pub fn ifstate(&self) -> &IfState {
+        &self.ifstate
+    }
+
+    /// Adds a user of the rings (a netmap client, or the interface going
+    /// up); the first one brings the host up and aligns every ring with it
+    /// (`krings` in ring-number order, TX first, all locked by the caller,
+    /// as is the OS's core lock around `up`/`down`/`restart`).
+    pub fn up(&self, krings: &mut [&mut Kring]) -> Result<(), UpError> {
+        if self.users.load(Ordering::Acquire) == 0 {
+            self.bring_up(krings)?;
+        }
+        self.users.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Removes a user; the last one stops the host.
+    pub fn down(&self) -> Result<(), UpError> {
+        let before = self.users.load(Ordering::Acquire);
+        if before == 0 {
+            return Ok(());
+        }
+        self.users
+            .store(before.saturating_sub(1), Ordering::Release);
+        if before == 1 {
+            self.stop().map_err(UpError::Ptctl)?;
+        }
+        Ok(())
+    }
+
+    /// Users of the rings.
+    pub fn users(&self) -> u32 {
+        self.users.load(Ordering::Acquire)
+    }
+
+    /// Stops and restarts the host (`PTCTL` delete then create) with users
+    /// present, as a hypervisor migration or a port reset does.
+    pub fn restart(&self, krings: &mut [&mut Kring]) -> Result<(), UpError> {
+        if self.users() == 0 {
+            return Ok(());
+        }
+        self.stop().map_err(UpError::Ptctl)?;
+        self.bring_up(krings)
+    }
+
+    fn bring_up(&self, krings: &mut [&mut Kring]) -> Result<(), UpError> {
+        self.start().map_err(UpError::Ptctl)?;
+        let again = self.started_once.load(Ordering::Acquire);
+        for (id, k) in (0u32..).zip(krings.iter_mut()) {
+            let Some((dir, idx)) = self.info.ring_of(id) else {
+                break;
+            };
+            let res = if again {
+                self.resume_ring(dir, idx, k).map(|_| ())
+            } else {
+                self.adopt_ring(dir, idx).map(|fresh| **k = fresh)
+            };
+            if let Err(e) = res {
+                let _ = self.stop();
+                return Err(UpError::Sync(e));
+            }
+        }
+        self.started_once.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// What the device reported at attach.

@@ -236,6 +236,20 @@ impl Layout {
                 (ofs - nifp) as u64,
             )
             .unwrap();
+            let region = mem.sub(ofs, RingLayout::bytes(g.slots).unwrap()).unwrap();
+            let ring = RingLayout {
+                dir: Dir::Tx,
+                ofs,
+                region,
+                num_slots: g.slots,
+            };
+            for j in 0..g.slots {
+                // Buffers 0 and 1 are reserved; hand out the rest in order.
+                let b = 2 + i as u32 * g.slots + j;
+                if b < g.bufs {
+                    ring.set_slot_buf_idx(j, b).unwrap();
+                }
+            }
         }
         let nic = vec![
             (reg::NUM_TX_RINGS, g.tx),

@@ -14,6 +14,10 @@
 //! - [`kring`]: ring pointers and their invariants.
 //! - [`csb`]: the guest side of the CSB synchronisation protocol.
 //! - [`device`]: attach, bring-up, per-ring syncs, interrupts, detach.
+//! - [`ifnet`], [`tx`], [`rx`]: the network interface: capabilities and
+//!   MTU, the transmit and receive datapaths.
+//! - [`net`]: headers, checksums, offloads and segmentation for the
+//!   network-interface datapath.
 //! - [`os`]: the traits through which the core uses its kernel.
 
 #![no_std]
@@ -33,13 +37,18 @@
 #![deny(unsafe_op_in_unsafe_fn, missing_docs)]
 
 pub mod abi;
+pub mod counter;
 pub mod csb;
 pub mod device;
 pub mod error;
+pub mod ifnet;
 pub mod kring;
 pub mod layout;
+pub mod net;
 pub mod os;
+pub mod rx;
 pub mod shmem;
+pub mod tx;
 
 #[cfg(test)]
 mod fake;

@@ -326,3 +326,427 @@ fn ptctl_failure_is_reported() {
     assert!(!dev.is_running());
     dev.detach();
 }
+
+mod datapath {
+    //! The interface datapath against the fake device: the test plays the
+    //! host by reading TX slots and writing RX slots and the CSB.
+
+    use super::*;
+    use crate::abi::vnet::*;
+    use crate::kring::next;
+    use crate::layout::RingLayout;
+    use crate::net::caps::{CsumFlags, IfCap};
+    use crate::net::frame::{FrameInfo, FrameSink};
+    use crate::net::hdr::tests::tcp4;
+    use crate::net::offload::TxRequest;
+    use crate::rx::RxRing;
+    use crate::shmem::SharedRegion;
+    use crate::tx::{TxError, TxPacket, TxRing};
+    use std::vec;
+
+    const G: Geometry = Geometry {
+        tx: 1,
+        rx: 1,
+        slots: 8,
+        bufs: 20,
+        buf_size: 256,
+    };
+
+    struct Pkt(Vec<u8>, TxRequest);
+
+    impl TxPacket for Pkt {
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+        fn request(&self) -> TxRequest {
+            self.1
+        }
+        fn peek(&self, dst: &mut [u8]) -> usize {
+            let n = dst.len().min(self.0.len());
+            dst[..n].copy_from_slice(&self.0[..n]);
+            n
+        }
+        fn copy_to(&self, off: usize, len: usize, dst: &SharedRegion, dst_off: usize) -> bool {
+            self.0
+                .get(off..off + len)
+                .is_some_and(|b| dst.write_bytes(dst_off, b).is_ok())
+        }
+    }
+
+    #[derive(Default)]
+    struct Sink {
+        frames: Vec<(Vec<u8>, FrameInfo)>,
+        full: bool,
+    }
+
+    impl FrameSink for Sink {
+        fn begin(&mut self, _len: usize, info: &FrameInfo) -> bool {
+            if self.full {
+                return false;
+            }
+            self.frames.push((Vec::new(), *info));
+            true
+        }
+        fn bytes(&mut self, b: &[u8]) {
+            self.frames.last_mut().unwrap().0.extend_from_slice(b);
+        }
+        fn shared(&mut self, r: &SharedRegion, off: usize, len: usize) {
+            let mut v = vec![0u8; len];
+            r.read_bytes(off, &mut v).unwrap();
+            self.bytes(&v);
+        }
+        fn end(&mut self) {}
+    }
+
+    fn ring(s: &Setup, dir: Dir) -> RingLayout {
+        let r = s.layout.region();
+        let ofs = s.layout.ring_ofs[if dir == Dir::Tx { 0 } else { 1 }];
+        RingLayout {
+            dir,
+            ofs,
+            region: r.sub(ofs, RingLayout::bytes(G.slots).unwrap()).unwrap(),
+            num_slots: G.slots,
+        }
+    }
+
+    fn buf(s: &Setup, r: &RingLayout, slot: u32) -> SharedRegion {
+        let base = s
+            .layout
+            .memdev
+            .iter()
+            .find(|(o, _)| *o == mreg::BUF_POOL_OFS)
+            .unwrap()
+            .1 as usize;
+        let idx = r.slot_buf_idx(slot).unwrap() as usize;
+        s.layout
+            .region()
+            .sub(base + idx * G.buf_size as usize, G.buf_size as usize)
+            .unwrap()
+    }
+
+    /// Attached, started, both rings adopted from a fresh host state.
+    fn running(s: &Setup) -> (Ptnet<&FakeKernel, &FakeRegs>, TxRing<Pkt, 4>, RxRing) {
+        let dev = s.attach(Config::default()).unwrap();
+        let mut tx = TxRing::new(G.slots);
+        let mut rx = RxRing::new(G.slots);
+        let csb = host_csb(&dev, 0);
+        kern_write(&csb, 0, G.slots - 1);
+        dev.up(&mut [&mut tx.kring, &mut rx.kring]).unwrap();
+        (dev, tx, rx)
+    }
+
+    /// The frame the host sees in TX slots `[from, ..)`: header and bytes.
+    fn host_reads(s: &Setup, from: u32) -> (Vec<u8>, u32) {
+        let r = ring(s, Dir::Tx);
+        let (mut out, mut j, mut n) = (Vec::new(), from, 0);
+        loop {
+            let len = r.slot_len(j).unwrap() as usize;
+            let mut b = vec![0u8; len];
+            buf(s, &r, j).read_bytes(0, &mut b).unwrap();
+            out.extend_from_slice(&b);
+            n += 1;
+            if r.slot_flags(j).unwrap() & 0x20 == 0 {
+                return (out, n);
+            }
+            j = next(j, G.slots);
+        }
+    }
+
+    #[test]
+    fn transmit_writes_header_and_frame_across_slots() {
+        let s = Setup::new(G);
+        let (dev, mut tx, _rx) = running(&s);
+        let f = tcp4(400, false);
+        let req = TxRequest {
+            csum_flags: CsumFlags::IP_TCP | CsumFlags::IP_TSO,
+            tso_segsz: 200,
+            ..Default::default()
+        };
+        let mut freed = 0;
+        dev.transmit(0, &mut tx, Some(Pkt(f.clone(), req)), |_| freed += 1)
+            .unwrap();
+        assert_eq!(freed, 1, "copied packets are freed at once");
+        let (wire, slots) = host_reads(&s, 0);
+        assert_eq!(slots, 2, "10 + 454 bytes over 256-byte buffers");
+        assert_eq!(&wire[10..], &f[..]);
+        assert_eq!(wire[0], VIRTIO_NET_HDR_F_NEEDS_CSUM);
+        assert_eq!(wire[1], VIRTIO_NET_HDR_GSO_TCPV4);
+        assert_eq!(u16::from_le_bytes([wire[4], wire[5]]), 200, "gso_size");
+        assert_eq!(u16::from_le_bytes([wire[6], wire[7]]), 34, "csum_start");
+        assert_eq!(
+            (tx.kring.rhead, tx.stats.tso.get(), tx.stats.packets.get()),
+            (2, 1, 1)
+        );
+        assert_eq!(
+            host_csb(&dev, 0).load(Field::Head),
+            2,
+            "published to the host"
+        );
+    }
+
+    #[test]
+    fn vlan_tags_are_inserted_and_offsets_follow() {
+        let s = Setup::new(G);
+        let (dev, mut tx, _rx) = running(&s);
+        let f = tcp4(20, false);
+        let req = TxRequest {
+            csum_flags: CsumFlags::IP_TCP,
+            vlan: Some(0x0123),
+            ..Default::default()
+        };
+        dev.transmit(0, &mut tx, Some(Pkt(f.clone(), req)), drop)
+            .unwrap();
+        let (wire, _) = host_reads(&s, 0);
+        assert_eq!(&wire[22..26], &[0x81, 0x00, 0x01, 0x23]);
+        assert_eq!(&wire[26..], &f[12..]);
+        assert_eq!(
+            u16::from_le_bytes([wire[6], wire[7]]),
+            38,
+            "csum_start after the tag"
+        );
+    }
+
+    #[test]
+    fn a_full_ring_queues_arms_the_interrupt_and_resumes() {
+        let s = Setup::new(G);
+        let (dev, mut tx, _rx) = running(&s);
+        let big = || Pkt(tcp4(600, false), TxRequest::default()); // 3 slots each
+        for _ in 0..2 {
+            dev.transmit(0, &mut tx, Some(big()), drop).unwrap();
+        }
+        // 7 usable slots: the third packet waits, the interrupt is armed.
+        dev.transmit(0, &mut tx, Some(big()), drop).unwrap();
+        assert_eq!(tx.queued(), 1);
+        let csb = host_csb(&dev, 0);
+        assert_eq!(csb.load(Field::ApplNeedKick), 1);
+        // Queue capacity 4: beyond it packets are dropped and counted.
+        for _ in 0..3 {
+            dev.transmit(0, &mut tx, Some(big()), drop).unwrap();
+        }
+        assert_eq!(
+            dev.transmit(0, &mut tx, Some(big()), drop),
+            Err(TxError::QueueFull)
+        );
+        assert_eq!(tx.stats.queue_drops.get(), 1);
+        // The host completes everything; the interrupt task resumes.
+        kern_write(&csb, 6, 5);
+        dev.transmit(0, &mut tx, None, drop).unwrap();
+        assert_eq!(tx.queued(), 2);
+        assert_eq!(tx.stats.packets.get(), 4);
+        let mut freed = 0;
+        assert_eq!(tx.flush(|_| freed += 1), 2);
+        assert_eq!(freed, 2);
+    }
+
+    #[test]
+    fn bad_offload_requests_are_refused_and_counted() {
+        let s = Setup::new(G);
+        let (dev, mut tx, _rx) = running(&s);
+        let req = TxRequest {
+            csum_flags: CsumFlags::IP_UDP,
+            ..Default::default()
+        };
+        dev.transmit(0, &mut tx, Some(Pkt(tcp4(10, false), req)), drop)
+            .unwrap();
+        let junk = TxRequest {
+            csum_flags: CsumFlags::IP_TCP,
+            ..Default::default()
+        };
+        dev.transmit(0, &mut tx, Some(Pkt(vec![0u8; 60], junk)), drop)
+            .unwrap();
+        assert_eq!(
+            (
+                tx.stats.refused.get(),
+                tx.stats.packets.get(),
+                tx.kring.rhead
+            ),
+            (2, 0, 0)
+        );
+        // With TXCSUM off the stack may not ask for it.
+        dev.ifstate()
+            .set_capabilities(dev.ifstate().enabled() - IfCap::TXCSUM)
+            .unwrap();
+        let req = TxRequest {
+            csum_flags: CsumFlags::IP_TCP,
+            ..Default::default()
+        };
+        dev.transmit(0, &mut tx, Some(Pkt(tcp4(10, false), req)), drop)
+            .unwrap();
+        assert_eq!(tx.stats.refused.get(), 3);
+    }
+
+    /// The host delivers `frame` behind header `h` in RX slots from `at`.
+    fn host_delivers(
+        s: &Setup,
+        dev: &Ptnet<&FakeKernel, &FakeRegs>,
+        at: u32,
+        h: [u8; 10],
+        frame: &[u8],
+    ) -> u32 {
+        let r = ring(s, Dir::Rx);
+        let mut bytes = h.to_vec();
+        bytes.extend_from_slice(frame);
+        let mut j = at;
+        let chunks: Vec<&[u8]> = bytes.chunks(G.buf_size as usize).collect();
+        for (i, c) in chunks.iter().enumerate() {
+            buf(s, &r, j).write_bytes(0, c).unwrap();
+            r.set_slot(
+                j,
+                c.len() as u16,
+                if i + 1 < chunks.len() { 0x20 } else { 0 },
+            )
+            .unwrap();
+            j = next(j, G.slots);
+        }
+        let csb = host_csb(dev, 1);
+        kern_write(&csb, csb.load(Field::Head), j);
+        j
+    }
+
+    fn hdr(flags: u8, gso: u8, gso_size: u16, start: u16, off: u16) -> [u8; 10] {
+        let mut h = [0u8; 10];
+        h[0] = flags;
+        h[1] = gso;
+        h[4..6].copy_from_slice(&gso_size.to_le_bytes());
+        h[6..8].copy_from_slice(&start.to_le_bytes());
+        h[8..10].copy_from_slice(&off.to_le_bytes());
+        h
+    }
+
+    #[test]
+    fn receive_hands_up_frames_with_checksum_and_lro_state() {
+        let s = Setup::new(G);
+        let (dev, _tx, mut rx) = running(&s);
+        let f = tcp4(300, false);
+        let t = host_delivers(
+            &s,
+            &dev,
+            0,
+            hdr(VIRTIO_NET_HDR_F_DATA_VALID, 0, 0, 0, 0),
+            &f,
+        );
+        let g = tcp4(400, false);
+        host_delivers(
+            &s,
+            &dev,
+            t,
+            hdr(
+                VIRTIO_NET_HDR_F_NEEDS_CSUM,
+                VIRTIO_NET_HDR_GSO_TCPV4,
+                200,
+                34,
+                16,
+            ),
+            &g,
+        );
+        let mut sink = Sink::default();
+        let rep = dev.receive(0, &mut rx, 64, &mut sink);
+        assert_eq!(rep.frames, 2);
+        assert!(!rep.more);
+        assert_eq!(sink.frames[0].0, f);
+        assert_eq!(
+            sink.frames[0].1.csum_flags,
+            CsumFlags::L4_CALC | CsumFlags::L4_VALID
+        );
+        assert_eq!(sink.frames[1].0, g);
+        assert_eq!(
+            (sink.frames[1].1.lro_segsz, sink.frames[1].1.lro_nsegs),
+            (200, 2)
+        );
+        assert_eq!((rx.stats.packets.get(), rx.stats.lro.get()), (2, 1));
+        // All slots released, interrupt re-armed for the empty ring.
+        let csb = host_csb(&dev, 1);
+        assert_eq!(csb.load(Field::Head), rx.kring.hwtail);
+        assert_eq!(csb.load(Field::ApplNeedKick), 1);
+    }
+
+    #[test]
+    fn receive_undoes_offloads_that_are_off() {
+        let s = Setup::new(G);
+        let (dev, _tx, mut rx) = running(&s);
+        dev.ifstate()
+            .set_capabilities(dev.ifstate().enabled() - IfCap::LRO - IfCap::RXCSUM)
+            .unwrap();
+        let g = tcp4(400, false);
+        host_delivers(
+            &s,
+            &dev,
+            0,
+            hdr(
+                VIRTIO_NET_HDR_F_NEEDS_CSUM,
+                VIRTIO_NET_HDR_GSO_TCPV4,
+                200,
+                34,
+                16,
+            ),
+            &g,
+        );
+        let mut sink = Sink::default();
+        assert_eq!(
+            dev.receive(0, &mut rx, 64, &mut sink).frames,
+            2,
+            "segmented in two"
+        );
+        assert!(sink
+            .frames
+            .iter()
+            .all(|(b, i)| b.len() == 254 && i.csum_flags.is_empty()));
+        assert_eq!(rx.stats.segmented.get(), 1);
+    }
+
+    #[test]
+    fn malformed_headers_and_slots_are_dropped_and_counted() {
+        let s = Setup::new(G);
+        let (dev, _tx, mut rx) = running(&s);
+        let f = tcp4(50, false);
+        let mut t = host_delivers(
+            &s,
+            &dev,
+            0,
+            hdr(VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, 0, 200, 16),
+            &f,
+        );
+        t = host_delivers(&s, &dev, t, hdr(0, 0x33, 10, 0, 0), &f);
+        t = host_delivers(&s, &dev, t, hdr(0, 0, 0, 0, 0), &f);
+        // A slot with a buffer index outside the pool.
+        let r = ring(&s, Dir::Rx);
+        r.set_slot_buf_idx(t, 9999).unwrap();
+        r.set_slot(t, 60, 0).unwrap();
+        let csb = host_csb(&dev, 1);
+        kern_write(&csb, 0, next(t, G.slots));
+        let mut sink = Sink::default();
+        let rep = dev.receive(0, &mut rx, 64, &mut sink);
+        assert_eq!(rep.frames, 1, "only the good frame");
+        assert_eq!(sink.frames[0].0, f);
+        assert_eq!(rx.stats.errors.get(), 3);
+        // The device keeps working: the next frame goes through.
+        let _ = r.set_slot_buf_idx(t, 2 + G.slots + t);
+        let u = host_delivers(&s, &dev, next(t, G.slots), hdr(0, 0, 0, 0, 0), &f);
+        let _ = u;
+        assert_eq!(dev.receive(0, &mut rx, 64, &mut sink).frames, 1);
+    }
+
+    #[test]
+    fn the_budget_bounds_a_pass_and_no_memory_is_counted() {
+        let s = Setup::new(G);
+        let (dev, _tx, mut rx) = running(&s);
+        let f = tcp4(20, false);
+        let mut t = 0;
+        for _ in 0..3 {
+            t = host_delivers(&s, &dev, t, hdr(0, 0, 0, 0, 0), &f);
+        }
+        let mut sink = Sink::default();
+        let rep = dev.receive(0, &mut rx, 2, &mut sink);
+        assert_eq!(
+            rep,
+            crate::rx::RxReport {
+                frames: 2,
+                more: true
+            }
+        );
+        sink.full = true;
+        let rep = dev.receive(0, &mut rx, 2, &mut sink);
+        assert_eq!((rep.frames, rx.stats.no_memory.get()), (0, 1));
+        assert!(!rep.more);
+    }
+}

@@ -73,6 +73,7 @@ fn wait_done(done: &AtomicBool) {
 const OPTS: SyncOpts = SyncOpts {
     force_reclaim: false,
     want_intr: true,
+    want_space: 0,
 };
 
 /// Guest sends `total` packets on a TX ring of `n` slots; the host kloop

@@ -336,8 +336,8 @@ impl PtnetIf {
             return Err(NmError::Inval);
         }
         let opts = SyncOpts {
-            force_reclaim: false,
             want_intr: true,
+            ..SyncOpts::default()
         };
         let res = match r.dir {
             Dir::Tx => self.dev.txsync(r.idx, k, opts),

@@ -1,0 +1,450 @@
+//! The interface's transmit datapath: packets from the stack (mbuf chains
+//! with their offload requests) are copied into TX slots behind a
+//! virtio-net header, spanning several slots (`NS_MOREFRAG`) when they do
+//! not fit one buffer. When the ring is full they wait in a bounded
+//! per-ring software queue; the ring's interrupt, armed when the next
+//! packet does not fit, resumes them.
+
+use crate::abi::netmap::SlotFlags;
+use crate::abi::vnet::VirtioNetHdr;
+use crate::counter::Counter;
+use crate::csb::SyncOpts;
+use crate::device::Ptnet;
+use crate::kring::{advance, next, Dir, Kring};
+use crate::layout::{Buffers, RingLayout};
+use crate::net::caps::IfCap;
+use crate::net::frame::MAX_FRAGS;
+use crate::net::hdr::{self, ETHERTYPE_VLAN, MAX_HDR};
+use crate::net::offload::{tx_header, TxRefusal, TxRequest};
+use crate::os::{Kernel, LogLevel, Registers};
+use crate::shmem::SharedRegion;
+use core::fmt;
+
+/// A packet the stack hands to the driver (an mbuf chain).
+pub trait TxPacket {
+    /// Length in bytes.
+    fn len(&self) -> usize;
+    /// True for an empty packet.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The offloads requested and other packet header fields.
+    fn request(&self) -> TxRequest;
+    /// Copies the first `dst.len()` bytes (or fewer, if the packet is
+    /// shorter) into `dst`; returns how many.
+    fn peek(&self, dst: &mut [u8]) -> usize;
+    /// Copies bytes `[off, off + len)` into shared memory `dst` at
+    /// `dst_off`; false when out of range.
+    fn copy_to(&self, off: usize, len: usize, dst: &SharedRegion, dst_off: usize) -> bool;
+}
+
+/// A bounded FIFO of packets waiting for ring space (`buf_ring`).
+pub struct SwQueue<P, const N: usize> {
+    slots: [Option<P>; N],
+    head: usize,
+    len: usize,
+}
+
+impl<P, const N: usize> Default for SwQueue<P, N> {
+    fn default() -> Self {
+        Self {
+            slots: core::array::from_fn(|_| None),
+            head: 0,
+            len: 0,
+        }
+    }
+}
+
+impl<P, const N: usize> SwQueue<P, N> {
+    /// Appends a packet, or gives it back when the queue is full.
+    pub fn push(&mut self, p: P) -> Result<(), P> {
+        if self.len >= N {
+            return Err(p);
+        }
+        let at = self.head.wrapping_add(self.len).checked_rem(N).unwrap_or(0);
+        match self.slots.get_mut(at) {
+            Some(s) => {
+                *s = Some(p);
+                self.len = self.len.wrapping_add(1);
+                Ok(())
+            }
+            None => Err(p),
+        }
+    }
+
+    /// The oldest packet.
+    pub fn front(&self) -> Option<&P> {
+        self.slots.get(self.head)?.as_ref()
+    }
+
+    /// Removes the oldest packet.
+    pub fn pop(&mut self) -> Option<P> {
+        let p = self.slots.get_mut(self.head)?.take()?;
+        self.head = self.head.wrapping_add(1).checked_rem(N).unwrap_or(0);
+        self.len = self.len.saturating_sub(1);
+        Some(p)
+    }
+
+    /// Packets waiting.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// Transmit counters of one ring.
+#[derive(Debug, Default)]
+pub struct TxStats {
+    /// Packets put in the ring.
+    pub packets: Counter,
+    /// Their bytes (as the stack gave them).
+    pub bytes: Counter,
+    /// Packets sent with checksum offload.
+    pub csum: Counter,
+    /// Packets sent with TSO.
+    pub tso: Counter,
+    /// Packets refused (offload request the packet does not support, or
+    /// too large): dropped, `oerrors`.
+    pub refused: Counter,
+    /// Packets dropped because the software queue was full (`oqdrops`).
+    pub queue_drops: Counter,
+    /// Packets dropped because the interface was not running.
+    pub down_drops: Counter,
+}
+
+/// One TX ring's state in interface mode, protected by the OS's per-ring
+/// lock: the ring pointers, the software queue, the counters.
+pub struct TxRing<P, const N: usize> {
+    /// Ring pointers.
+    pub kring: Kring,
+    queue: SwQueue<P, N>,
+    /// Counters.
+    pub stats: TxStats,
+}
+
+impl<P, const N: usize> TxRing<P, N> {
+    /// A ring of `num_slots` slots with an empty queue.
+    pub fn new(num_slots: u32) -> Self {
+        Self {
+            kring: Kring::new(Dir::Tx, num_slots),
+            queue: SwQueue::default(),
+            stats: TxStats::default(),
+        }
+    }
+
+    /// Packets waiting in the software queue.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Removes every queued packet (`qflush`, interface down), handing each
+    /// to `free`; returns how many.
+    pub fn flush(&mut self, mut free: impl FnMut(P)) -> usize {
+        let mut n = 0usize;
+        while let Some(p) = self.queue.pop() {
+            free(p);
+            n = n.wrapping_add(1);
+        }
+        n
+    }
+}
+
+/// Why a packet was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxError {
+    /// The software queue is full (`ENOBUFS`); the packet was freed.
+    QueueFull,
+    /// The interface is down (`ENETDOWN`); the packet was freed.
+    Down,
+}
+
+impl fmt::Display for TxError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TxError::QueueFull => "transmit queue full",
+            TxError::Down => "interface down",
+        })
+    }
+}
+
+enum Encap {
+    Sent { csum: bool, tso: bool },
+    NoRoom { need: u32 },
+    Refused(Refusal),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    Offload(TxRefusal),
+    TooLarge(usize),
+    Copy,
+}
+
+/// Writes a byte stream into consecutive slot buffers.
+struct SlotWriter<'a> {
+    ring: &'a RingLayout,
+    bufs: &'a Buffers,
+    slot: u32,
+    used: usize,
+    frags: u32,
+}
+
+impl SlotWriter<'_> {
+    fn buf(&self) -> Option<SharedRegion> {
+        self.bufs.get(self.ring.slot_buf_idx(self.slot)?)
+    }
+
+    /// Finishes the current slot and moves to the next.
+    fn close_slot(&mut self, more: bool) {
+        let flags = if more { SlotFlags::MOREFRAG.bits() } else { 0 };
+        let _ = self.ring.set_slot(self.slot, self.used as u16, flags);
+        if more {
+            self.slot = next(self.slot, self.ring.num_slots);
+            self.used = 0;
+            self.frags = self.frags.wrapping_add(1);
+        }
+    }
+
+    /// Copies `len` bytes using `copy(dst, dst_off, src_off, n)` for each
+    /// piece, crossing buffers as needed.
+    fn put(
+        &mut self,
+        len: usize,
+        mut copy: impl FnMut(&SharedRegion, usize, usize, usize) -> bool,
+    ) -> bool {
+        let size = self.bufs.buf_size() as usize;
+        let mut done = 0usize;
+        while done < len {
+            if self.used >= size {
+                self.close_slot(true);
+            }
+            let Some(b) = self.buf() else { return false };
+            let n = len.saturating_sub(done).min(size.saturating_sub(self.used));
+            if !copy(&b, self.used, done, n) {
+                return false;
+            }
+            self.used = self.used.saturating_add(n);
+            done = done.saturating_add(n);
+        }
+        true
+    }
+
+    fn bytes(&mut self, src: &[u8]) -> bool {
+        self.put(src.len(), |b, at, from, n| {
+            src.get(from..from.saturating_add(n))
+                .is_some_and(|s| b.write_bytes(at, s).is_ok())
+        })
+    }
+}
+
+/// Slots a frame of `len` bytes (header included) needs.
+fn slots_for(len: usize, buf_size: u32) -> usize {
+    len.div_ceil((buf_size as usize).max(1)).max(1)
+}
+
+impl<K: Kernel, R: Registers> Ptnet<K, R> {
+    /// `if_transmit`: queues `pkt` (if any) on TX ring `idx` and copies as
+    /// many queued packets as fit into the ring, then syncs once (one kick
+    /// at most). Each packet leaves through `free` once copied, refused, or
+    /// dropped. When the next packet does not fit, the ring's interrupt is
+    /// armed to resume with `transmit(idx, ring, None, ...)`.
+    pub fn transmit<P: TxPacket, const N: usize>(
+        &self,
+        idx: u32,
+        ring: &mut TxRing<P, N>,
+        pkt: Option<P>,
+        mut free: impl FnMut(P),
+    ) -> Result<(), TxError> {
+        if let Some(p) = pkt {
+            if !self.is_running() {
+                ring.stats.down_drops.inc();
+                free(p);
+                return Err(TxError::Down);
+            }
+            if let Err(p) = ring.queue.push(p) {
+                ring.stats.queue_drops.inc();
+                free(p);
+                return Err(TxError::QueueFull);
+            }
+        }
+        let Some(layout) = self.layout().ring(Dir::Tx, idx).copied() else {
+            return Ok(());
+        };
+        let bufs = self.layout().buffers;
+        let mut wrote = false;
+        let mut refreshed = false;
+        let mut waiting_for = 0;
+        while let Some(p) = ring.queue.front() {
+            match self.encap(&layout, &bufs, &mut ring.kring, p) {
+                Encap::Sent { csum, tso } => {
+                    let st = &ring.stats;
+                    st.packets.inc();
+                    st.bytes.add(p.len() as u64);
+                    if csum {
+                        st.csum.inc();
+                    }
+                    if tso {
+                        st.tso.inc();
+                    }
+                    wrote = true;
+                }
+                Encap::Refused(why) => {
+                    let n = ring.stats.refused.get();
+                    ring.stats.refused.inc();
+                    if n < 4 || n.is_multiple_of(1024) {
+                        self.log_refusal(idx, why);
+                    }
+                }
+                Encap::NoRoom { need } => {
+                    if !refreshed {
+                        // Reclaim what the host completed, then retry once.
+                        refreshed = true;
+                        let _ = self.txsync(idx, &mut ring.kring, SyncOpts::default());
+                        continue;
+                    }
+                    waiting_for = need;
+                    break;
+                }
+            }
+            if let Some(p) = ring.queue.pop() {
+                free(p);
+            }
+        }
+        if wrote || waiting_for > 0 {
+            let opts = SyncOpts {
+                want_intr: waiting_for > 0,
+                want_space: waiting_for,
+                ..SyncOpts::default()
+            };
+            let _ = self.txsync(idx, &mut ring.kring, opts);
+        }
+        Ok(())
+    }
+
+    fn log_refusal(&self, idx: u32, why: Refusal) {
+        match why {
+            Refusal::Offload(e) => self.kernel().log(
+                LogLevel::Warning,
+                format_args!("tx ring {idx}: packet dropped: {e}"),
+            ),
+            Refusal::TooLarge(n) => self.kernel().log(
+                LogLevel::Warning,
+                format_args!("tx ring {idx}: {n}-byte packet dropped: too large"),
+            ),
+            Refusal::Copy => self.kernel().log(
+                LogLevel::Warning,
+                format_args!("tx ring {idx}: packet dropped: copy into the ring failed"),
+            ),
+        }
+    }
+
+    /// Copies one packet into the ring at `k.rhead`.
+    fn encap<P: TxPacket>(&self, ring: &RingLayout, bufs: &Buffers, k: &mut Kring, p: &P) -> Encap {
+        let req = p.request();
+        let enabled = self.ifstate().enabled();
+        let vlan = req.vlan.filter(|_| enabled.contains(IfCap::VLAN_HWTAGGING));
+        let tag_len = if vlan.is_some() { 4 } else { 0 };
+        let len = p.len();
+        let wire_len = len.saturating_add(tag_len);
+        let hdr_len = self.info().vnet_hdr_len as usize;
+        let vhdr = if req.offloads() {
+            if hdr_len == 0 {
+                return Encap::Refused(Refusal::Offload(TxRefusal::NotEnabled));
+            }
+            let mut prefix = [0u8; MAX_HDR];
+            let n = wire_prefix(p, vlan, &mut prefix);
+            let h = match hdr::parse(prefix.get(..n).unwrap_or(&[]), wire_len) {
+                Ok(h) => h,
+                Err(e) => return Encap::Refused(Refusal::Offload(TxRefusal::Headers(e))),
+            };
+            match tx_header(&h, &req, self.ifstate().hwassist()) {
+                Ok(v) => v,
+                Err(e) => return Encap::Refused(Refusal::Offload(e)),
+            }
+        } else {
+            VirtioNetHdr::default()
+        };
+        let total = wire_len.saturating_add(hdr_len);
+        let need = slots_for(total, bufs.buf_size());
+        if need > MAX_FRAGS || need >= k.num_slots as usize {
+            return Encap::Refused(Refusal::TooLarge(len));
+        }
+        if need > k.user_avail() as usize {
+            return Encap::NoRoom { need: need as u32 };
+        }
+        let mut w = SlotWriter {
+            ring,
+            bufs,
+            slot: k.rhead,
+            used: 0,
+            frags: 1,
+        };
+        let copy = |w: &mut SlotWriter<'_>, from: usize, n: usize| {
+            w.put(n, |b, at, done, m| {
+                p.copy_to(from.saturating_add(done), m, b, at)
+            })
+        };
+        let vb = vnet_bytes(&vhdr);
+        let mut ok = w.bytes(vb.get(..hdr_len).unwrap_or(&[]));
+        match vlan {
+            Some(tag) if len >= 12 => {
+                let [t0, t1] = tag.to_be_bytes();
+                let [v0, v1] = ETHERTYPE_VLAN.to_be_bytes();
+                ok &= copy(&mut w, 0, 12)
+                    && w.bytes(&[v0, v1, t0, t1])
+                    && copy(&mut w, 12, len.saturating_sub(12));
+            }
+            _ => ok &= copy(&mut w, 0, len),
+        }
+        w.close_slot(false);
+        if !ok {
+            // The packet was shorter than it said, or a slot had a bad
+            // buffer index: nothing is published from these slots.
+            return Encap::Refused(Refusal::Copy);
+        }
+        let used = w.frags;
+        k.rhead = advance(k.rhead, used, k.num_slots);
+        k.rcur = k.rhead;
+        Encap::Sent {
+            csum: vhdr.flags != 0,
+            tso: vhdr.gso_type != 0,
+        }
+    }
+}
+
+/// The virtio-net header as the `hdr_len` (0, 10 or 12) bytes that
+/// precede the frame; `num_buffers` is always 0 on transmit.
+fn vnet_bytes(h: &VirtioNetHdr) -> [u8; 12] {
+    let [a, b] = h.hdr_len.to_le_bytes();
+    let [c, d] = h.gso_size.to_le_bytes();
+    let [e, f] = h.csum_start.to_le_bytes();
+    let [g, i] = h.csum_offset.to_le_bytes();
+    [h.flags, h.gso_type, a, b, c, d, e, f, g, i, 0, 0]
+}
+
+/// The first bytes of the frame as it goes on the wire (with the 802.1Q
+/// tag the driver inserts, if any); returns how many were filled.
+fn wire_prefix<P: TxPacket>(p: &P, vlan: Option<u16>, out: &mut [u8; MAX_HDR]) -> usize {
+    let Some(tag) = vlan else { return p.peek(out) };
+    let (macs, rest) = out.split_at_mut(12);
+    if p.peek(macs) < 12 {
+        return 0;
+    }
+    let (tci, inner) = rest.split_at_mut(4);
+    let [t0, t1] = tag.to_be_bytes();
+    let [v0, v1] = ETHERTYPE_VLAN.to_be_bytes();
+    tci.copy_from_slice(&[v0, v1, t0, t1]);
+    // The rest of the frame, from offset 12, after the tag.
+    let mut raw = [0u8; MAX_HDR];
+    let n = p.peek(&mut raw);
+    let tail = raw.get(12..n).unwrap_or(&[]);
+    let m = tail.len().min(inner.len());
+    if let (Some(d), Some(s)) = (inner.get_mut(..m), tail.get(..m)) {
+        d.copy_from_slice(s);
+    }
+    16usize.saturating_add(m)
+}
