@@ -2,8 +2,8 @@
 //! a port of a VALE-like switch (or one end of a netmap pipe), each running
 //! the real driver in its guest kernel.
 
+use crate::guest::device::{NmError, PtnetIf};
 use crate::guest::kernel::GuestKernel;
-use crate::guest::netmap::{NmError, PtnetIf};
 use crate::host::kloop::KloopMode;
 use crate::host::mem::{HostMemory, MemConfig};
 use crate::host::pipe::pipe;

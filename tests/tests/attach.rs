@@ -7,7 +7,7 @@
 use ptnet::abi::netmap::NetmapIf;
 use ptnet::abi::regs::ptnet as reg;
 use ptnet::AttachError;
-use ptnet_host_sim::guest::netmap::NmError;
+use ptnet_host_sim::guest::device::NmError;
 use ptnet_host_sim::hv::Mmio;
 use ptnet_host_sim::world::{Vm, World, WorldConfig};
 use std::collections::HashMap;

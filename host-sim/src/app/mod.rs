@@ -3,3 +3,5 @@
 pub mod baseline;
 pub mod packet;
 pub mod pktgen;
+pub mod stream;
+pub mod tcp;

@@ -4,7 +4,8 @@
 //! buffers, `ioctl(NIOC*SYNC)` and `poll()`).
 
 use super::packet::{announce, make_pong, Kind, SeqTracker, Template};
-use crate::guest::netmap::{AppRing, NetmapPort, NmError, PtnetIf};
+use crate::guest::device::{NmError, PtnetIf};
+use crate::guest::netmap::{AppRing, NetmapPort};
 use crate::world::World;
 use ptnet::kring::Dir;
 use serde::Serialize;

@@ -1,5 +1,9 @@
-//! The simulated guest: its kernel services and its netmap layer, running
-//! the real `ptnet` driver core.
+//! The simulated guest: its kernel services, the attached ptnet device,
+//! its netmap layer, the network interface, and a network stack on top.
 
+pub mod device;
+pub mod ifnet;
 pub mod kernel;
 pub mod netmap;
+pub mod stack;
+pub mod wait;

@@ -1,0 +1,353 @@
+//! The network interface the driver gives the guest's stack (`ifnet`):
+//! up and down, `if_transmit`, the service routine that the interrupts
+//! schedule (receive with a budget, transmit restart), capabilities and
+//! MTU, counters. Packets are modelled as mbufs holding one buffer.
+
+use super::device::{NmError, PtnetIf};
+use ptnet::device::QueueCounters;
+use ptnet::ifnet::MtuError;
+use ptnet::kring::Dir;
+use ptnet::net::caps::{CapError, CsumFlags, IfCap};
+use ptnet::net::frame::{FrameInfo, FrameSink};
+use ptnet::net::hdr::{self, L4, MAX_HDR};
+use ptnet::net::offload::TxRequest;
+use ptnet::shmem::SharedRegion;
+use ptnet::tx::{TxError, TxPacket};
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+
+/// An outgoing packet (an mbuf chain with its packet header).
+#[derive(Debug, Clone, Default)]
+pub struct SimPacket {
+    /// The frame.
+    pub data: Vec<u8>,
+    /// Offload requests and packet header fields.
+    pub req: TxRequest,
+}
+
+impl TxPacket for SimPacket {
+    fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    fn request(&self) -> TxRequest {
+        self.req
+    }
+
+    fn peek(&self, dst: &mut [u8]) -> usize {
+        let n = dst.len().min(self.data.len());
+        dst[..n].copy_from_slice(&self.data[..n]);
+        n
+    }
+
+    fn copy_to(&self, off: usize, len: usize, dst: &SharedRegion, dst_off: usize) -> bool {
+        self.data
+            .get(off..off + len)
+            .is_some_and(|b| dst.write_bytes(dst_off, b).is_ok())
+    }
+}
+
+/// A received frame with what the driver knows about it.
+#[derive(Debug, Clone)]
+pub struct RxFrame {
+    /// The frame.
+    pub data: Vec<u8>,
+    /// Checksum and large-receive state.
+    pub info: FrameInfo,
+}
+
+/// The stack's input queue (netisr): bounded, so a flood runs the guest
+/// out of "mbufs" and the driver counts drops instead of the queue growing.
+pub struct InputQueue {
+    frames: VecDeque<RxFrame>,
+    limit: usize,
+    building: Option<RxFrame>,
+}
+
+impl InputQueue {
+    /// A queue of at most `limit` frames.
+    pub fn new(limit: usize) -> Self {
+        Self {
+            frames: VecDeque::new(),
+            limit,
+            building: None,
+        }
+    }
+
+    /// The oldest frame.
+    pub fn pop(&mut self) -> Option<RxFrame> {
+        self.frames.pop_front()
+    }
+
+    /// Frames waiting.
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// True when nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+}
+
+impl FrameSink for InputQueue {
+    fn begin(&mut self, len: usize, info: &FrameInfo) -> bool {
+        if self.frames.len() >= self.limit {
+            return false;
+        }
+        self.building = Some(RxFrame {
+            data: Vec::with_capacity(len),
+            info: *info,
+        });
+        true
+    }
+
+    fn bytes(&mut self, b: &[u8]) {
+        if let Some(f) = &mut self.building {
+            f.data.extend_from_slice(b);
+        }
+    }
+
+    fn shared(&mut self, r: &SharedRegion, off: usize, len: usize) {
+        if let Some(f) = &mut self.building {
+            let at = f.data.len();
+            f.data.resize(at + len, 0);
+            if r.read_bytes(off, &mut f.data[at..]).is_err() {
+                f.data.truncate(at);
+            }
+        }
+    }
+
+    fn end(&mut self) {
+        if let Some(f) = self.building.take() {
+            self.frames.push_back(f);
+        }
+    }
+}
+
+/// Interface counters (`if_get_counter`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct IfCounters {
+    /// Frames received.
+    pub ipackets: u64,
+    /// Bytes received.
+    pub ibytes: u64,
+    /// Frames dropped for bad slots or headers.
+    pub ierrors: u64,
+    /// Frames dropped for lack of memory.
+    pub iqdrops: u64,
+    /// Frames sent.
+    pub opackets: u64,
+    /// Bytes sent.
+    pub obytes: u64,
+    /// Frames refused (bad offload request, too large).
+    pub oerrors: u64,
+    /// Frames dropped: queue full, interface down, or in netmap mode.
+    pub oqdrops: u64,
+    /// Frames sent with checksum offload.
+    pub tx_csum: u64,
+    /// Frames sent with TSO.
+    pub tx_tso: u64,
+    /// Frames received as large-receive frames.
+    pub rx_lro: u64,
+    /// Checksums the driver completed on receive (RXCSUM off).
+    pub rx_csum_completed: u64,
+    /// Super-packets the driver segmented on receive (LRO off).
+    pub rx_segmented: u64,
+}
+
+/// The TX ring a flow goes to: the stack's flow id when it has one, else a
+/// hash of the addresses and ports, so a flow stays in order on one ring.
+fn pick_ring(p: &SimPacket, rings: usize) -> usize {
+    let h = match p.req.flowid {
+        Some(id) => id as usize,
+        None => {
+            let n = p.data.len().min(MAX_HDR);
+            match hdr::parse(&p.data[..n], p.data.len()) {
+                Ok(h) => {
+                    let (a, b) = match h.l3 {
+                        hdr::L3::V4 => (h.l3_off + 12, h.l3_off + 20),
+                        hdr::L3::V6 => (h.l3_off + 8, h.l3_off + 40),
+                    };
+                    let ports = match h.l4 {
+                        L4::Tcp { .. } | L4::Udp => h.l4_off..h.l4_off + 4,
+                        L4::Other(_) => 0..0,
+                    };
+                    let bytes = p.data[a..b].iter().chain(&p.data[ports]);
+                    bytes.fold(0xcbf2_9ce4_8422_2325u64, |h, &x| {
+                        (h ^ u64::from(x)).wrapping_mul(0x100_0000_01b3)
+                    }) as usize
+                }
+                Err(_) => 0,
+            }
+        }
+    };
+    h % rings.max(1)
+}
+
+impl PtnetIf {
+    /// `ifconfig up`: the interface takes the rings (the host starts if
+    /// nobody else uses them).
+    pub fn if_up(&self) -> Result<(), NmError> {
+        let mut users = self.users.lock().unwrap();
+        if users.if_up {
+            return Ok(());
+        }
+        self.up(|_| {})?;
+        users.if_up = true;
+        self.if_running.store(true, Ordering::Release);
+        if users.netmap == 0 {
+            self.resume_stack();
+        }
+        Ok(())
+    }
+
+    /// `ifconfig down`: queued packets are freed and counted, the host
+    /// stops if nobody else uses the rings.
+    pub fn if_down(&self) -> Result<(), NmError> {
+        let mut users = self.users.lock().unwrap();
+        if !users.if_up {
+            return Ok(());
+        }
+        users.if_up = false;
+        self.if_running.store(false, Ordering::Release);
+        let l = self.lock_all();
+        for mut r in l.tx {
+            let n = r.flush(drop);
+            r.stats.down_drops.add(n as u64);
+        }
+        self.dev.down()?;
+        Ok(())
+    }
+
+    /// True while the interface is up.
+    pub fn is_up(&self) -> bool {
+        self.if_running.load(Ordering::Acquire)
+    }
+
+    /// Gives the rings back to the stack: RX interrupts on, and a service
+    /// pass over every ring for what arrived meanwhile.
+    pub(crate) fn resume_stack(&self) {
+        let ntx = self.tx.len();
+        for i in 0..self.rx.len() {
+            self.dev.set_interrupt(Dir::Rx, i as u32, true);
+            self.pending.fetch_or(1 << (ntx + i), Ordering::AcqRel);
+        }
+        self.vcpu.wake();
+    }
+
+    /// `if_transmit`.
+    pub fn transmit(&self, p: SimPacket) -> Result<(), TxError> {
+        if self.netmap_mode.load(Ordering::Acquire) {
+            self.netmap_drops.fetch_add(1, Ordering::Relaxed);
+            return Err(TxError::Down);
+        }
+        let i = pick_ring(&p, self.tx.len());
+        let mut ring = self.tx[i].lock().unwrap();
+        self.dev.transmit(i as u32, &mut ring, Some(p), drop)
+    }
+
+    /// The service routine (interrupt task): receives up to `budget`
+    /// frames per pending RX ring into `input`, restarts pending TX rings.
+    /// Returns whether work is still pending (more frames than the budget).
+    pub fn service(&self, input: &mut InputQueue, budget: u32) -> bool {
+        let bits = self.pending.swap(0, Ordering::AcqRel);
+        let ntx = self.tx.len();
+        for (i, ring) in self.rx.iter().enumerate() {
+            let bit = 1u64 << (ntx + i);
+            if bits & bit != 0 {
+                let rep = self
+                    .dev
+                    .receive(i as u32, &mut ring.lock().unwrap(), budget, input);
+                if rep.more {
+                    self.pending.fetch_or(bit, Ordering::AcqRel);
+                }
+            }
+        }
+        for (i, ring) in self.tx.iter().enumerate() {
+            if bits & (1 << i) != 0 {
+                let _ = self
+                    .dev
+                    .transmit(i as u32, &mut ring.lock().unwrap(), None, drop);
+            }
+        }
+        self.pending.load(Ordering::Acquire) != 0
+    }
+
+    /// A token for [`PtnetIf::idle`], taken before looking for work.
+    pub fn idle_token(&self) -> u64 {
+        self.vcpu.token()
+    }
+
+    /// Halts the guest CPU until an interrupt (after `token`) or `timeout`.
+    pub fn idle(&self, token: u64, timeout: std::time::Duration) {
+        if self.pending.load(Ordering::Acquire) == 0 {
+            self.vcpu.idle(token, timeout);
+        }
+    }
+
+    /// `SIOCSIFCAP`.
+    pub fn set_capabilities(&self, requested: IfCap) -> Result<IfCap, CapError> {
+        let _users = self.users.lock().unwrap();
+        self.dev.ifstate().set_capabilities(requested)
+    }
+
+    /// Capabilities the interface has.
+    pub fn capabilities(&self) -> IfCap {
+        self.dev.ifstate().supported()
+    }
+
+    /// Capabilities enabled.
+    pub fn enabled(&self) -> IfCap {
+        self.dev.ifstate().enabled()
+    }
+
+    /// Offloads the stack may request.
+    pub fn hwassist(&self) -> CsumFlags {
+        self.dev.ifstate().hwassist()
+    }
+
+    /// `SIOCSIFMTU`.
+    pub fn set_mtu(&self, mtu: u32) -> Result<(), MtuError> {
+        let _users = self.users.lock().unwrap();
+        self.dev.ifstate().set_mtu(mtu)
+    }
+
+    /// The MTU.
+    pub fn mtu(&self) -> u32 {
+        self.dev.ifstate().mtu()
+    }
+
+    /// Interface counters, summed over the rings.
+    pub fn if_counters(&self) -> IfCounters {
+        let mut c = IfCounters {
+            oqdrops: self.netmap_drops.load(Ordering::Relaxed),
+            ..IfCounters::default()
+        };
+        for r in &self.tx {
+            let s = &r.lock().unwrap().stats;
+            c.opackets += s.packets.get();
+            c.obytes += s.bytes.get();
+            c.oerrors += s.refused.get();
+            c.oqdrops += s.queue_drops.get() + s.down_drops.get();
+            c.tx_csum += s.csum.get();
+            c.tx_tso += s.tso.get();
+        }
+        for r in &self.rx {
+            let s = &r.lock().unwrap().stats;
+            c.ipackets += s.packets.get();
+            c.ibytes += s.bytes.get();
+            c.ierrors += s.errors.get();
+            c.iqdrops += s.no_memory.get();
+            c.rx_lro += s.lro.get();
+            c.rx_csum_completed += s.csum_completed.get();
+            c.rx_segmented += s.segmented.get();
+        }
+        c
+    }
+
+    /// Driver counters (syncs, kicks, interrupts) of all rings.
+    pub fn ring_counters(&self) -> QueueCounters {
+        self.total_counters()
+    }
+}
