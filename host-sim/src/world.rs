@@ -209,6 +209,19 @@ impl World {
         self.vms.iter().map(|vm| vm.dev.port().drops()).sum()
     }
 
+    /// Attaches a Linux TAP device (in its own namespace) to the switch.
+    pub fn attach_tap(&self, mtu: u32) -> std::io::Result<crate::host::tap::TapBridge> {
+        let sw = self
+            .vale
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("TAP needs the switch topology"))?;
+        let cfg = PortConfig {
+            rings: 1,
+            slots: self.cfg.slots.max(1024),
+        };
+        crate::host::tap::TapBridge::attach(sw, cfg, mtu)
+    }
+
     /// Detaches every driver.
     pub fn shutdown(mut self) -> Result<(), String> {
         for vm in &mut self.vms {

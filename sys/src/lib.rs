@@ -48,6 +48,7 @@ pub mod net;
 pub mod os;
 pub mod rx;
 pub mod shmem;
+pub mod slots;
 pub mod tx;
 
 #[cfg(test)]

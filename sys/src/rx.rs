@@ -232,7 +232,7 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
             if !f.read_raw(0, bytes) {
                 return Err(RxBad::Frame);
             }
-            rx_interpret(&vnet_from_bytes(&raw), len)?
+            rx_interpret(&VirtioNetHdr::from_le_bytes(&raw), len)?
         };
         let mut prefix = [0u8; MAX_HDR];
         let n = len.min(MAX_HDR);
@@ -273,19 +273,5 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
             }
         }
         Ok(())
-    }
-}
-
-/// Decodes the little-endian header bytes (the 12-byte form's
-/// `num_buffers` is ignored: ptnet never merges buffers).
-fn vnet_from_bytes(b: &[u8; 12]) -> VirtioNetHdr {
-    let [flags, gso_type, h0, h1, g0, g1, s0, s1, o0, o1, _, _] = *b;
-    VirtioNetHdr {
-        flags,
-        gso_type,
-        hdr_len: u16::from_le_bytes([h0, h1]),
-        gso_size: u16::from_le_bytes([g0, g1]),
-        csum_start: u16::from_le_bytes([s0, s1]),
-        csum_offset: u16::from_le_bytes([o0, o1]),
     }
 }

@@ -5,12 +5,11 @@
 //! per-ring software queue; the ring's interrupt, armed when the next
 //! packet does not fit, resumes them.
 
-use crate::abi::netmap::SlotFlags;
 use crate::abi::vnet::VirtioNetHdr;
 use crate::counter::Counter;
 use crate::csb::SyncOpts;
 use crate::device::Ptnet;
-use crate::kring::{advance, next, Dir, Kring};
+use crate::kring::{advance, Dir, Kring};
 use crate::layout::{Buffers, RingLayout};
 use crate::net::caps::IfCap;
 use crate::net::frame::MAX_FRAGS;
@@ -18,6 +17,7 @@ use crate::net::hdr::{self, ETHERTYPE_VLAN, MAX_HDR};
 use crate::net::offload::{tx_header, TxRefusal, TxRequest};
 use crate::os::{Kernel, LogLevel, Registers};
 use crate::shmem::SharedRegion;
+use crate::slots::{slots_for, SlotWriter};
 use core::fmt;
 
 /// A packet the stack hands to the driver (an mbuf chain).
@@ -184,68 +184,6 @@ enum Refusal {
     Copy,
 }
 
-/// Writes a byte stream into consecutive slot buffers.
-struct SlotWriter<'a> {
-    ring: &'a RingLayout,
-    bufs: &'a Buffers,
-    slot: u32,
-    used: usize,
-    frags: u32,
-}
-
-impl SlotWriter<'_> {
-    fn buf(&self) -> Option<SharedRegion> {
-        self.bufs.get(self.ring.slot_buf_idx(self.slot)?)
-    }
-
-    /// Finishes the current slot and moves to the next.
-    fn close_slot(&mut self, more: bool) {
-        let flags = if more { SlotFlags::MOREFRAG.bits() } else { 0 };
-        let _ = self.ring.set_slot(self.slot, self.used as u16, flags);
-        if more {
-            self.slot = next(self.slot, self.ring.num_slots);
-            self.used = 0;
-            self.frags = self.frags.wrapping_add(1);
-        }
-    }
-
-    /// Copies `len` bytes using `copy(dst, dst_off, src_off, n)` for each
-    /// piece, crossing buffers as needed.
-    fn put(
-        &mut self,
-        len: usize,
-        mut copy: impl FnMut(&SharedRegion, usize, usize, usize) -> bool,
-    ) -> bool {
-        let size = self.bufs.buf_size() as usize;
-        let mut done = 0usize;
-        while done < len {
-            if self.used >= size {
-                self.close_slot(true);
-            }
-            let Some(b) = self.buf() else { return false };
-            let n = len.saturating_sub(done).min(size.saturating_sub(self.used));
-            if !copy(&b, self.used, done, n) {
-                return false;
-            }
-            self.used = self.used.saturating_add(n);
-            done = done.saturating_add(n);
-        }
-        true
-    }
-
-    fn bytes(&mut self, src: &[u8]) -> bool {
-        self.put(src.len(), |b, at, from, n| {
-            src.get(from..from.saturating_add(n))
-                .is_some_and(|s| b.write_bytes(at, s).is_ok())
-        })
-    }
-}
-
-/// Slots a frame of `len` bytes (header included) needs.
-fn slots_for(len: usize, buf_size: u32) -> usize {
-    len.div_ceil((buf_size as usize).max(1)).max(1)
-}
-
 impl<K: Kernel, R: Registers> Ptnet<K, R> {
     /// `if_transmit`: queues `pkt` (if any) on TX ring `idx` and copies as
     /// many queued packets as fit into the ring, then syncs once (one kick
@@ -376,37 +314,29 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
         if need > k.user_avail() as usize {
             return Encap::NoRoom { need: need as u32 };
         }
-        let mut w = SlotWriter {
-            ring,
-            bufs,
-            slot: k.rhead,
-            used: 0,
-            frags: 1,
-        };
+        let mut w = SlotWriter::new(ring, bufs, k.rhead);
         let copy = |w: &mut SlotWriter<'_>, from: usize, n: usize| {
             w.put(n, |b, at, done, m| {
                 p.copy_to(from.saturating_add(done), m, b, at)
             })
         };
-        let vb = vnet_bytes(&vhdr);
-        let mut ok = w.bytes(vb.get(..hdr_len).unwrap_or(&[]));
+        let vb = vhdr.to_le_bytes();
+        w.bytes(vb.get(..hdr_len).unwrap_or(&[]));
         match vlan {
             Some(tag) if len >= 12 => {
                 let [t0, t1] = tag.to_be_bytes();
                 let [v0, v1] = ETHERTYPE_VLAN.to_be_bytes();
-                ok &= copy(&mut w, 0, 12)
-                    && w.bytes(&[v0, v1, t0, t1])
-                    && copy(&mut w, 12, len.saturating_sub(12));
+                copy(&mut w, 0, 12);
+                w.bytes(&[v0, v1, t0, t1]);
+                copy(&mut w, 12, len.saturating_sub(12));
             }
-            _ => ok &= copy(&mut w, 0, len),
+            _ => copy(&mut w, 0, len),
         }
-        w.close_slot(false);
-        if !ok {
+        let Some(used) = w.finish() else {
             // The packet was shorter than it said, or a slot had a bad
             // buffer index: nothing is published from these slots.
             return Encap::Refused(Refusal::Copy);
-        }
-        let used = w.frags;
+        };
         k.rhead = advance(k.rhead, used, k.num_slots);
         k.rcur = k.rhead;
         Encap::Sent {
@@ -414,16 +344,6 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
             tso: vhdr.gso_type != 0,
         }
     }
-}
-
-/// The virtio-net header as the `hdr_len` (0, 10 or 12) bytes that
-/// precede the frame; `num_buffers` is always 0 on transmit.
-fn vnet_bytes(h: &VirtioNetHdr) -> [u8; 12] {
-    let [a, b] = h.hdr_len.to_le_bytes();
-    let [c, d] = h.gso_size.to_le_bytes();
-    let [e, f] = h.csum_start.to_le_bytes();
-    let [g, i] = h.csum_offset.to_le_bytes();
-    [h.flags, h.gso_type, a, b, c, d, e, f, g, i, 0, 0]
 }
 
 /// The first bytes of the frame as it goes on the wire (with the 802.1Q

@@ -14,7 +14,7 @@
 //! prologues; a guest that breaks the ring invariants gets its update
 //! ignored and counted, never an out-of-range access on the host.
 
-use super::port::{fire, HostKring, HostRing, NmPort, NotifyList};
+use super::port::{fire, HostKring, HostRing, NmPort, NotifyList, Waker};
 use crate::guest_mem::GuestMemory;
 use crate::hv::Interrupts;
 use ptnet::csb::{
@@ -90,6 +90,12 @@ pub struct KloopTarget {
     pub vector: u32,
 }
 
+impl Waker for RingKloop {
+    fn wake(&self) {
+        self.kick();
+    }
+}
+
 impl RingKloop {
     /// Starts the kloop of a ring and hooks it to the ring's notifications.
     pub fn start(t: KloopTarget, mode: KloopMode) -> Arc<Self> {
@@ -119,14 +125,14 @@ impl RingKloop {
             let _ = k.thread.set(h.thread().clone());
             *k.join.lock().unwrap() = Some(h);
         }
-        k.ring().set_kloop(Some(k.clone()));
+        k.ring().set_waker(Some(k.clone()));
         k
     }
 
     /// Stops the kloop: unhooks it from its ring and waits until it is
     /// not running anywhere.
     pub fn stop(&self) {
-        self.ring().set_kloop(None);
+        self.ring().set_waker(None);
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.get() {
             t.unpark();
@@ -146,7 +152,7 @@ impl RingKloop {
     }
 
     /// A guest kick or a backend notification.
-    pub fn wake(&self) {
+    pub fn kick(&self) {
         match self.mode {
             KloopMode::Thread => {
                 if let Some(t) = self.thread.get() {

@@ -1,8 +1,10 @@
-//! The host: netmap memory, ports, the VALE-like switch, pipes, and the
-//! sync kloops that serve passed-through rings.
+//! The host: netmap memory, ports, the VALE-like switch, pipes, the sync
+//! kloops that serve passed-through rings, and a TAP bridge to Linux.
 
 pub mod kloop;
 pub mod mem;
+pub mod netns;
 pub mod pipe;
 pub mod port;
+pub mod tap;
 pub mod vale;

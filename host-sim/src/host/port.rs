@@ -1,8 +1,8 @@
 //! A host netmap port (VALE port or pipe endpoint): its `netmap_if`, its
 //! rings in host memory, the kernel-private ring state ("krings"), and the
-//! hook through which a passed-through port's sync kloops are notified.
+//! hook through which whoever serves a ring (a passed-through port's sync
+//! kloop, the TAP bridge) is notified.
 
-use super::kloop::RingKloop;
 use super::mem::HostMemory;
 use ptnet::abi::netmap::{NetmapIf, NetmapRing, NETMAP_API};
 use ptnet::kring::{prev, Dir, Kring};
@@ -36,25 +36,32 @@ pub struct HostRing {
     /// this lock, and publishes the new tail under the kring lock again,
     /// so the ring's own sync is never blocked behind a copy.
     pub fwd: Mutex<()>,
-    /// The sync kloop serving this ring while the port is passed through.
-    kloop: RwLock<Option<Arc<RingKloop>>>,
+    /// Whoever serves this ring: the sync kloop while the port is passed
+    /// through, or a host-side user such as the TAP bridge.
+    waker: RwLock<Option<Arc<dyn Waker>>>,
     /// Packets dropped at this ring (destination full, bad slots).
     pub drops: AtomicU64,
 }
 
 impl HostRing {
-    /// Wakes whoever serves this ring (netmap's `nm_notify`): the ring's
-    /// kloop when the port is passed through to a guest.
+    /// Wakes whoever serves this ring (netmap's `nm_notify`).
     pub fn notify(&self) {
-        let k = self.kloop.read().unwrap().clone();
-        if let Some(k) = k {
-            k.wake();
+        let w = self.waker.read().unwrap().clone();
+        if let Some(w) = w {
+            w.wake();
         }
     }
 
-    pub(crate) fn set_kloop(&self, k: Option<Arc<RingKloop>>) {
-        *self.kloop.write().unwrap() = k;
+    /// Sets (or clears) who serves this ring.
+    pub fn set_waker(&self, w: Option<Arc<dyn Waker>>) {
+        *self.waker.write().unwrap() = w;
     }
+}
+
+/// Something that serves a ring and wants to hear when it has work.
+pub trait Waker: Send + Sync {
+    /// The ring has work (packets delivered, slots freed, a guest kick).
+    fn wake(&self);
 }
 
 /// A ring that must be notified once the caller has released its locks.
@@ -192,7 +199,7 @@ impl NmPort {
                     rtail: kring.hwtail,
                 }),
                 fwd: Mutex::new(()),
-                kloop: RwLock::new(None),
+                waker: RwLock::new(None),
                 drops: AtomicU64::new(0),
             }
         };

@@ -12,9 +12,15 @@
 use super::mem::HostMemory;
 use super::port::{rx_space, Backend, HostKring, HostRing, NmPort, NotifyList, PortConfig};
 use ptnet::abi::netmap::{SlotFlags, NETMAP_MAX_FRAGS};
+use ptnet::abi::vnet::VirtioNetHdr;
 use ptnet::kring::{next, prev};
 use ptnet::layout::Buffers;
+use ptnet::net::frame::{Frags, FrameInfo, FrameSource};
+use ptnet::net::gso::{complete_csum, emit_frame, segment_tcp};
+use ptnet::net::hdr;
+use ptnet::net::offload::{rx_interpret, RxCsum, RxOffload};
 use ptnet::shmem::SharedRegion;
+use ptnet::slots::RingSink;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
@@ -208,8 +214,12 @@ fn forward(
     pkts: &[Fwd],
     dst: &HostRing,
     dst_bufs: &Buffers,
+    hdrs: (usize, usize),
 ) -> (u64, u64) {
     let _lease = dst.fwd.lock().unwrap();
+    if hdrs.0 != hdrs.1 {
+        return forward_converting(src, src_bufs, pkts, dst, dst_bufs, hdrs);
+    }
     let (mut tail, mut space) = {
         let k = dst.kring.lock().unwrap();
         (k.k.hwtail, rx_space(&k.k))
@@ -264,6 +274,91 @@ fn forward(
         dst.kring.lock().unwrap().k.hwtail = tail;
     }
     (delivered, dropped)
+}
+
+/// Forwarding between ports that disagree on the virtio-net header (as
+/// netmap's `bdg_mismatch_datapath`): a header is added (zeroed) or
+/// resized, or removed, in which case what it asked for is done in
+/// software first: a GSO super-packet is segmented, a partial checksum
+/// completed. A header that does not describe its frame drops the frame.
+fn forward_converting(
+    src: &HostRing,
+    src_bufs: &Buffers,
+    pkts: &[Fwd],
+    dst: &HostRing,
+    dst_bufs: &Buffers,
+    (src_hdr, dst_hdr): (usize, usize),
+) -> (u64, u64) {
+    let (tail, space) = {
+        let k = dst.kring.lock().unwrap();
+        (k.k.hwtail, rx_space(&k.k))
+    };
+    let mut sink = RingSink::new(&dst.ring, dst_bufs, tail, space);
+    let mut bad = 0u64;
+    for p in pkts {
+        let mut frags = Frags::new(src_bufs, src_hdr);
+        let mut j = p.first;
+        for _ in 0..p.frags {
+            let (b, l) = (
+                src.ring.slot_buf_idx(j).unwrap_or(0),
+                src.ring.slot_len(j).unwrap_or(0),
+            );
+            frags.push(b, l);
+            j = next(j, src.ring.num_slots);
+        }
+        let mut raw = [0u8; 12];
+        let vhdr = (src_hdr > 0 && frags.read_raw(0, &mut raw[..src_hdr]))
+            .then(|| VirtioNetHdr::from_le_bytes(&raw));
+        let offload = match vhdr.map(|h| rx_interpret(&h, frags.len())) {
+            Some(Ok(o)) => Some(o),
+            Some(Err(_)) => {
+                bad += 1;
+                continue;
+            }
+            None => None,
+        };
+        if dst_hdr > 0 {
+            // Keep the flags, GSO fields and checksum position; the 12-byte
+            // form's num_buffers is 0.
+            let h = vhdr.unwrap_or_default().to_le_bytes();
+            sink.set_prefix(&h[..dst_hdr]);
+            emit_frame(&frags, &mut sink, &FrameInfo::default(), None);
+            continue;
+        }
+        let mut hb = [0u8; hdr::MAX_HDR];
+        let n = frags.len().min(hdr::MAX_HDR);
+        let parsed = frags
+            .read(0, &mut hb[..n])
+            .then(|| hdr::parse(&hb[..n], frags.len()).ok())
+            .flatten();
+        let ok = match offload {
+            Some(RxOffload { gso: Some(g), .. }) => match parsed {
+                Some(h) => segment_tcp(&frags, &h, g.mss, &FrameInfo::default(), &mut sink).is_ok(),
+                None => false,
+            },
+            Some(RxOffload {
+                csum: RxCsum::Partial { start, offset },
+                ..
+            }) => {
+                let patch = complete_csum(&frags, start, offset);
+                patch.is_some() && {
+                    emit_frame(&frags, &mut sink, &FrameInfo::default(), patch);
+                    true
+                }
+            }
+            _ => {
+                emit_frame(&frags, &mut sink, &FrameInfo::default(), None);
+                true
+            }
+        };
+        if !ok {
+            bad += 1;
+        }
+    }
+    if sink.delivered > 0 {
+        dst.kring.lock().unwrap().k.hwtail = sink.tail;
+    }
+    (u64::from(sink.delivered), u64::from(sink.dropped) + bad)
 }
 
 impl Backend for ValePort {
@@ -334,7 +429,11 @@ impl Backend for ValePort {
                         run.push(*p);
                     }
                     let dring = &dport.rx[rid as usize];
-                    let (ok, dropped) = forward(ring, &bufs, &run, dring, &dbufs);
+                    let hdrs = (
+                        port.vnet_hdr_len.load(Ordering::Relaxed) as usize,
+                        dport.vnet_hdr_len.load(Ordering::Relaxed) as usize,
+                    );
+                    let (ok, dropped) = forward(ring, &bufs, &run, dring, &dbufs, hdrs);
                     delivered += ok;
                     full += dropped;
                     dring.drops.fetch_add(dropped, Ordering::Relaxed);

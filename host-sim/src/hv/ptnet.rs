@@ -178,7 +178,7 @@ impl PtnetDevice {
         self.stats.kicks.fetch_add(1, Ordering::Relaxed);
         let k = self.kloops.read().unwrap().get(ring as usize).cloned();
         if let Some(k) = k {
-            k.wake();
+            k.kick();
         }
     }
 }

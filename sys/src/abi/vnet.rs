@@ -33,6 +33,32 @@ pub struct VirtioNetHdrMrgRxbuf {
     pub num_buffers: u16,
 }
 
+impl VirtioNetHdr {
+    /// The header as the 12 little-endian bytes of the mergeable-buffers
+    /// form (`num_buffers` 0); the 10-byte form is their prefix.
+    pub fn to_le_bytes(&self) -> [u8; 12] {
+        let [a, b] = self.hdr_len.to_le_bytes();
+        let [c, d] = self.gso_size.to_le_bytes();
+        let [e, f] = self.csum_start.to_le_bytes();
+        let [g, h] = self.csum_offset.to_le_bytes();
+        [self.flags, self.gso_type, a, b, c, d, e, f, g, h, 0, 0]
+    }
+
+    /// Decodes the first 10 of `b` (little endian); `num_buffers` is
+    /// ignored (ptnet never merges buffers).
+    pub fn from_le_bytes(b: &[u8; 12]) -> Self {
+        let [flags, gso_type, h0, h1, g0, g1, s0, s1, o0, o1, _, _] = *b;
+        Self {
+            flags,
+            gso_type,
+            hdr_len: u16::from_le_bytes([h0, h1]),
+            gso_size: u16::from_le_bytes([g0, g1]),
+            csum_start: u16::from_le_bytes([s0, s1]),
+            csum_offset: u16::from_le_bytes([o0, o1]),
+        }
+    }
+}
+
 /// `flags`: the checksum at `csum_start + csum_offset` must be completed.
 pub const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
 /// `flags`: the checksum was validated by the sender.
