@@ -8,10 +8,7 @@ use serde_json::{json, Map, Value};
 use std::mem::{offset_of, size_of};
 
 fn entry(size: usize, fields: &[(&str, usize)]) -> Value {
-    let f: Map<String, Value> = fields
-        .iter()
-        .map(|(n, o)| (n.to_string(), json!(o)))
-        .collect();
+    let f: Map<String, Value> = fields.iter().map(|(n, o)| (n.to_string(), json!(o))).collect();
     json!({ "size": size, "fields": f })
 }
 

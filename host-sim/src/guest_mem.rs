@@ -54,15 +54,7 @@ impl GuestMemory {
         let layout = Layout::from_size_align(npages * PAGE, PAGE).expect("guest RAM layout");
         // SAFETY: the layout has non-zero size.
         let base = NonNull::new(unsafe { alloc_zeroed(layout) }).expect("guest RAM allocation");
-        Self {
-            base,
-            layout,
-            pages: Mutex::new(PageMap {
-                used: vec![false; npages],
-                live_allocs: 0,
-                live_pages: 0,
-            }),
-        }
+        Self { base, layout, pages: Mutex::new(PageMap { used: vec![false; npages], live_allocs: 0, live_pages: 0 }) }
     }
 
     /// Allocates zeroed, physically contiguous pages aligned to `align`
@@ -72,23 +64,13 @@ impl GuestMemory {
         let step = (align / PAGE).max(1);
         let mut map = self.pages.lock().unwrap();
         let total = map.used.len();
-        let start = (0..total)
-            .step_by(step)
-            .find(|&s| s + n <= total && map.used[s..s + n].iter().all(|u| !u))?;
-        map.used[start..start + n]
-            .iter_mut()
-            .for_each(|u| *u = true);
+        let start = (0..total).step_by(step).find(|&s| s + n <= total && map.used[s..s + n].iter().all(|u| !u))?;
+        map.used[start..start + n].iter_mut().for_each(|u| *u = true);
         map.live_allocs += 1;
         map.live_pages += n;
         drop(map);
-        let pages = GuestPages {
-            gpa: GUEST_RAM_BASE + (start * PAGE) as u64,
-            len: n * PAGE,
-        };
-        self.region(pages.gpa, pages.len)
-            .expect("fresh pages in RAM")
-            .zero(0, pages.len)
-            .ok()?;
+        let pages = GuestPages { gpa: GUEST_RAM_BASE + (start * PAGE) as u64, len: n * PAGE };
+        self.region(pages.gpa, pages.len).expect("fresh pages in RAM").zero(0, pages.len).ok()?;
         Some(pages)
     }
 
@@ -97,13 +79,8 @@ impl GuestMemory {
         let start = ((pages.gpa - GUEST_RAM_BASE) as usize) / PAGE;
         let n = pages.len / PAGE;
         let mut map = self.pages.lock().unwrap();
-        assert!(
-            map.used[start..start + n].iter().all(|u| *u),
-            "double free of guest pages"
-        );
-        map.used[start..start + n]
-            .iter_mut()
-            .for_each(|u| *u = false);
+        assert!(map.used[start..start + n].iter().all(|u| *u), "double free of guest pages");
+        map.used[start..start + n].iter_mut().for_each(|u| *u = false);
         map.live_allocs -= 1;
         map.live_pages -= n;
     }

@@ -10,11 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(
-    name = "ptnet-sim",
-    version,
-    about = "ptnet driver core on a simulated hypervisor and host netmap"
-)]
+#[command(name = "ptnet-sim", version, about = "ptnet driver core on a simulated hypervisor and host netmap")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -115,11 +111,7 @@ fn world_config(a: &PktgenArgs) -> WorldConfig {
         rings: a.rings,
         slots: a.slots,
         mode: a.mode,
-        topology: if a.pipe {
-            Topology::Pipe
-        } else {
-            Topology::Vale
-        },
+        topology: if a.pipe { Topology::Pipe } else { Topology::Vale },
         echo: a.verbose,
         ..WorldConfig::default()
     }
@@ -168,25 +160,14 @@ fn print_summary(r: &pktgen::Report) {
 
 fn demo(duration: f64) -> Result<(), String> {
     println!("== Two VMs, each with a ptnet device passing through a port of VALE switch vale0 ==");
-    let cfg = WorldConfig {
-        echo: true,
-        ..WorldConfig::default()
-    };
+    let cfg = WorldConfig { echo: true, ..WorldConfig::default() };
     let world = World::new(cfg).map_err(|e| format!("attach failed: {e}"))?;
     println!("\n== pkt-gen: vm0 -> vm1, 60-byte frames, {duration} s ==");
-    let tx = PktgenConfig {
-        duration: Duration::from_secs_f64(duration),
-        report: true,
-        ..PktgenConfig::default()
-    };
+    let tx = PktgenConfig { duration: Duration::from_secs_f64(duration), report: true, ..PktgenConfig::default() };
     let r = pktgen::run(&world, &tx)?;
     print_summary(&r);
     println!("\n== pkt-gen ping: vm0 <-> vm1, 1000 probes ==");
-    let ping = PktgenConfig {
-        function: Function::Ping,
-        count: 1000,
-        ..PktgenConfig::default()
-    };
+    let ping = PktgenConfig { function: Function::Ping, count: 1000, ..PktgenConfig::default() };
     let r = pktgen::run(&world, &ping)?;
     print_summary(&r);
     println!("\n== Detach ==");
@@ -198,27 +179,13 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn bench_native(
-    duration: f64,
-    repeat: usize,
-    slots: u32,
-    batch: u32,
-    json: bool,
-) -> Result<(), String> {
+fn bench_native(duration: f64, repeat: usize, slots: u32, batch: u32, json: bool) -> Result<(), String> {
     let d = Duration::from_secs_f64(duration);
     let mut runs = Vec::new();
     for i in 0..repeat.max(1) {
         let b = baseline::run(60, batch, slots, 2048, d);
-        let world = World::new(WorldConfig {
-            slots,
-            ..WorldConfig::default()
-        })
-        .map_err(|e| e.to_string())?;
-        let cfg = PktgenConfig {
-            batch,
-            duration: d,
-            ..PktgenConfig::default()
-        };
+        let world = World::new(WorldConfig { slots, ..WorldConfig::default() }).map_err(|e| e.to_string())?;
+        let cfg = PktgenConfig { batch, duration: d, ..PktgenConfig::default() };
         let r = pktgen::run(&world, &cfg)?;
         world.shutdown()?;
         if !json {
@@ -278,24 +245,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
         Cmd::Abi => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&ptnet_host_sim::abi_json::abi()).unwrap()
-            );
+            println!("{}", serde_json::to_string_pretty(&ptnet_host_sim::abi_json::abi()).unwrap());
             Ok(())
         }
         Cmd::Demo { duration } => demo(duration),
         Cmd::Pktgen(a) => pktgen_cmd(a),
-        Cmd::Bench {
-            which:
-                BenchCmd::Native {
-                    duration,
-                    repeat,
-                    slots,
-                    batch,
-                    json,
-                },
-        } => bench_native(duration, repeat, slots, batch, json),
+        Cmd::Bench { which: BenchCmd::Native { duration, repeat, slots, batch, json } } => {
+            bench_native(duration, repeat, slots, batch, json)
+        }
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

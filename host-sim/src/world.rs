@@ -58,10 +58,7 @@ impl Default for WorldConfig {
             buf_size: 2048,
             mode: KloopMode::Direct,
             host_vnet_hdr: true,
-            driver: ptnet::Config {
-                want_vnet_hdr: false,
-                require_vnet_hdr: false,
-            },
+            driver: ptnet::Config { want_vnet_hdr: false, require_vnet_hdr: false },
             topology: Topology::Vale,
             guest_ram: 4 << 20,
             echo: false,
@@ -87,28 +84,11 @@ impl Vm {
     /// Creates a VM whose ptnet device passes `port` through.
     pub fn boot(name: &str, port: Arc<NmPort>, mac: [u8; 6], cfg: &WorldConfig) -> Self {
         let kernel = GuestKernel::new(name, cfg.guest_ram, cfg.echo);
-        let features = if cfg.host_vnet_hdr {
-            Features::VNET_HDR
-        } else {
-            Features::empty()
-        };
+        let features = if cfg.host_vnet_hdr { Features::VNET_HDR } else { Features::empty() };
         let mem = port.mem.clone();
-        let dev = PtnetDevice::new(
-            port,
-            mac,
-            features,
-            kernel.mem.clone(),
-            kernel.irq.clone(),
-            cfg.mode,
-        );
+        let dev = PtnetDevice::new(port, mac, features, kernel.mem.clone(), kernel.irq.clone(), cfg.mode);
         let pci = vec![dev.function(), MemdevDevice::function(mem)];
-        Self {
-            kernel,
-            dev,
-            pci,
-            mac,
-            ifp: None,
-        }
+        Self { kernel, dev, pci, mac, ifp: None }
     }
 
     /// Attaches the driver to the VM's ptnet device.
@@ -163,10 +143,7 @@ impl World {
 
     /// Builds the setup without attaching drivers.
     pub fn boot(cfg: WorldConfig) -> Self {
-        let pcfg = PortConfig {
-            rings: cfg.rings,
-            slots: cfg.slots,
-        };
+        let pcfg = PortConfig { rings: cfg.rings, slots: cfg.slots };
         let (vale, ports) = match cfg.topology {
             Topology::Vale => {
                 let sw = Vale::new("vale0");
@@ -183,19 +160,12 @@ impl World {
             }
             Topology::Pipe => {
                 assert_eq!(cfg.guests, 2, "a pipe connects two VMs");
-                let mem = Arc::new(HostMemory::new(
-                    1,
-                    MemConfig::for_ports(2, cfg.rings, cfg.slots, cfg.buf_size, 0),
-                ));
+                let mem = Arc::new(HostMemory::new(1, MemConfig::for_ports(2, cfg.rings, cfg.slots, cfg.buf_size, 0)));
                 let (a, b) = pipe("pipe", 1, mem, pcfg);
                 (None, vec![a, b])
             }
         };
-        let vms = ports
-            .into_iter()
-            .enumerate()
-            .map(|(i, p)| Vm::boot(&format!("vm{i}"), p, vm_mac(i), &cfg))
-            .collect();
+        let vms = ports.into_iter().enumerate().map(|(i, p)| Vm::boot(&format!("vm{i}"), p, vm_mac(i), &cfg)).collect();
         Self { vale, vms, cfg }
     }
 
@@ -210,16 +180,10 @@ impl World {
     }
 
     /// Attaches a Linux TAP device (in its own namespace) to the switch.
-    pub fn attach_tap(&self, mtu: u32) -> std::io::Result<crate::host::tap::TapBridge> {
-        let sw = self
-            .vale
-            .as_ref()
-            .ok_or_else(|| std::io::Error::other("TAP needs the switch topology"))?;
-        let cfg = PortConfig {
-            rings: 1,
-            slots: self.cfg.slots.max(1024),
-        };
-        crate::host::tap::TapBridge::attach(sw, cfg, mtu)
+    pub fn attach_tap(&self, mtu: u32, peer: crate::host::tap::Peer) -> std::io::Result<crate::host::tap::TapBridge> {
+        let sw = self.vale.as_ref().ok_or_else(|| std::io::Error::other("TAP needs the switch topology"))?;
+        let cfg = PortConfig { rings: 1, slots: self.cfg.slots.max(1024) };
+        crate::host::tap::TapBridge::attach(sw, cfg, mtu, peer)
     }
 
     /// Detaches every driver.

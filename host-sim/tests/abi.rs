@@ -29,21 +29,12 @@ fn zig_cc(target: &str, src: &str, name: &str) -> Result<(), String> {
 }
 
 fn require_zig() {
-    let ok = Command::new("python3")
-        .args(["-c", "import ziglang"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "this test needs the ziglang PyPI package: `pip install ziglang` (make test installs it)"
-    );
+    let ok = Command::new("python3").args(["-c", "import ziglang"]).status().is_ok_and(|s| s.success());
+    assert!(ok, "this test needs the ziglang PyPI package: `pip install ziglang` (make test installs it)");
 }
 
 fn abi_json() -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_ptnet-sim"))
-        .arg("abi")
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ptnet-sim")).arg("abi").output().unwrap();
     assert!(out.status.success());
     serde_json::from_slice(&out.stdout).expect("ptnet-sim abi prints JSON")
 }
@@ -52,21 +43,11 @@ fn asserts(abi: &Value, structs: &[&str]) -> String {
     let mut c = String::new();
     for name in structs {
         let s = &abi[*name];
-        let size = s["size"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("{name} missing from ptnet-sim abi"));
-        writeln!(
-            c,
-            "_Static_assert(sizeof(struct {name}) == {size}, \"{name} size\");"
-        )
-        .unwrap();
+        let size = s["size"].as_u64().unwrap_or_else(|| panic!("{name} missing from ptnet-sim abi"));
+        writeln!(c, "_Static_assert(sizeof(struct {name}) == {size}, \"{name} size\");").unwrap();
         for (field, ofs) in s["fields"].as_object().unwrap() {
             let ofs = ofs.as_u64().unwrap();
-            writeln!(
-                c,
-                "_Static_assert(offsetof(struct {name}, {field}) == {ofs}, \"{name}.{field}\");"
-            )
-            .unwrap();
+            writeln!(c, "_Static_assert(offsetof(struct {name}, {field}) == {ofs}, \"{name}.{field}\");").unwrap();
         }
     }
     c
@@ -79,16 +60,7 @@ fn netmap_structures_match_freebsd_headers() {
     let mut c = String::from(
         "#include <sys/types.h>\n#include <net/if.h>\n#include <net/netmap.h>\n#include <net/netmap_virt.h>\n#include <stddef.h>\n",
     );
-    c += &asserts(
-        &abi,
-        &[
-            "netmap_slot",
-            "netmap_ring",
-            "netmap_if",
-            "nm_csb_atok",
-            "nm_csb_ktoa",
-        ],
-    );
+    c += &asserts(&abi, &["netmap_slot", "netmap_ring", "netmap_if", "nm_csb_atok", "nm_csb_ktoa"]);
     let consts: &[(&str, u32)] = &[
         ("PTNETMAP_PCI_VENDOR_ID", regs::PCI_VENDOR_ID.into()),
         ("PTNETMAP_PCI_DEVICE_ID", regs::PCI_DEVICE_ID_MEMDEV.into()),
@@ -132,10 +104,7 @@ fn netmap_structures_match_freebsd_headers() {
         ("PTNET_MDEV_IO_BUF_POOL_OBJSZ", memdev::BUF_POOL_OBJSZ),
         ("PTNET_MDEV_IO_END", memdev::END),
         ("NS_MOREFRAG", ptnet::abi::SlotFlags::MOREFRAG.bits().into()),
-        (
-            "NS_BUF_CHANGED",
-            ptnet::abi::SlotFlags::BUF_CHANGED.bits().into(),
-        ),
+        ("NS_BUF_CHANGED", ptnet::abi::SlotFlags::BUF_CHANGED.bits().into()),
         ("NETMAP_API", ptnet::abi::netmap::NETMAP_API),
     ];
     for (name, v) in consts {
@@ -176,7 +145,6 @@ fn the_check_catches_a_wrong_offset() {
     abi["netmap_ring"]["fields"]["tail"] = 32.into();
     let c = String::from("#include <sys/types.h>\n#include <net/if.h>\n#include <net/netmap.h>\n#include <stddef.h>\n")
         + &asserts(&abi, &["netmap_ring"]);
-    let err =
-        zig_cc("x86_64-freebsd", &c, "negative").expect_err("a wrong offset must not compile");
+    let err = zig_cc("x86_64-freebsd", &c, "negative").expect_err("a wrong offset must not compile");
     assert!(err.contains("netmap_ring.tail"), "{err}");
 }

@@ -52,10 +52,7 @@ pub enum Field {
 impl Field {
     /// True for fields of the guest-to-host entry.
     pub const fn is_atok(self) -> bool {
-        matches!(
-            self,
-            Field::Head | Field::Cur | Field::ApplNeedKick | Field::SyncFlags
-        )
+        matches!(self, Field::Head | Field::Cur | Field::ApplNeedKick | Field::SyncFlags)
     }
 
     /// Byte offset of the field inside its entry.
@@ -105,10 +102,7 @@ impl CsbRing {
     /// too small.
     pub fn new(atok_array: &SharedRegion, ktoa_array: &SharedRegion, ring: usize) -> Option<Self> {
         let off = ring.checked_mul(CSB_ENTRY_SIZE)?;
-        Some(Self {
-            atok: atok_array.sub(off, CSB_ENTRY_SIZE).ok()?,
-            ktoa: ktoa_array.sub(off, CSB_ENTRY_SIZE).ok()?,
-        })
+        Some(Self { atok: atok_array.sub(off, CSB_ENTRY_SIZE).ok()?, ktoa: ktoa_array.sub(off, CSB_ENTRY_SIZE).ok()? })
     }
 
     fn entry(&self, f: Field) -> &SharedRegion {
@@ -256,14 +250,7 @@ fn kick_needed<M: CsbMem>(m: &M, k: &Kring, opts: SyncOpts) -> bool {
     let host_asleep = m.load(Field::KernNeedKick) != 0;
     let kick = ((k.rhead != k.hwcur || k.would_block()) && host_asleep) || opts.force_reclaim;
     if kick {
-        m.store(
-            Field::SyncFlags,
-            if opts.force_reclaim {
-                NAF_FORCE_RECLAIM
-            } else {
-                0
-            },
-        );
+        m.store(Field::SyncFlags, if opts.force_reclaim { NAF_FORCE_RECLAIM } else { 0 });
     }
     kick
 }
@@ -337,26 +324,16 @@ mod tests {
         let mut k = Kring::new(Dir::Tx, 8);
         host(&m, 0, 7, true);
         k.tx_prologue(3, 3).unwrap();
-        let opts = SyncOpts {
-            want_intr: true,
-            ..SyncOpts::default()
-        };
+        let opts = SyncOpts { want_intr: true, ..SyncOpts::default() };
         assert_eq!(guest_txsync(&m, &mut k, opts), Ok(true));
         assert_eq!((m.load(Field::Head), m.load(Field::Cur)), (3, 3));
-        assert_eq!(
-            m.load(Field::ApplNeedKick),
-            0,
-            "ring not full: no interrupt wanted"
-        );
+        assert_eq!(m.load(Field::ApplNeedKick), 0, "ring not full: no interrupt wanted");
         // Host running (kicks suppressed): no kick.
         m.store(Field::KernNeedKick, 0);
         k.tx_prologue(5, 5).unwrap();
         assert_eq!(guest_txsync(&m, &mut k, opts), Ok(false));
         // A forced reclaim always kicks and says so in sync_flags.
-        let force = SyncOpts {
-            force_reclaim: true,
-            ..SyncOpts::default()
-        };
+        let force = SyncOpts { force_reclaim: true, ..SyncOpts::default() };
         assert_eq!(guest_txsync(&m, &mut k, force), Ok(true));
         assert_eq!(m.load(Field::SyncFlags), NAF_FORCE_RECLAIM);
     }
@@ -367,10 +344,7 @@ mod tests {
         let mut k = Kring::new(Dir::Tx, 8);
         host(&m, 0, 7, false);
         k.tx_prologue(7, 7).unwrap();
-        let opts = SyncOpts {
-            want_intr: true,
-            ..SyncOpts::default()
-        };
+        let opts = SyncOpts { want_intr: true, ..SyncOpts::default() };
         guest_txsync(&m, &mut k, opts).unwrap();
         assert!(k.would_block());
         assert_eq!(m.load(Field::ApplNeedKick), 1);
@@ -393,10 +367,7 @@ mod tests {
         let m = Cells::default();
         let mut k = Kring::new(Dir::Rx, 8);
         host(&m, 0, 0, true);
-        let opts = SyncOpts {
-            want_intr: true,
-            ..SyncOpts::default()
-        };
+        let opts = SyncOpts { want_intr: true, ..SyncOpts::default() };
         // Empty ring: arm the interrupt, kick (the host may pull more).
         assert_eq!(guest_rxsync(&m, &mut k, opts), Ok(true));
         assert_eq!(m.load(Field::ApplNeedKick), 1);

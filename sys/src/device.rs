@@ -28,10 +28,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Self {
-            want_vnet_hdr: true,
-            require_vnet_hdr: false,
-        }
+        Self { want_vnet_hdr: true, require_vnet_hdr: false }
     }
 }
 
@@ -167,11 +164,7 @@ impl core::fmt::Display for UpError {
             UpError::Ptctl(e) => write!(f, "{e}"),
             UpError::Sync(SyncError::NoRing) => f.write_str("no such ring"),
             UpError::Sync(SyncError::Host(b)) => {
-                write!(
-                    f,
-                    "host ring state inconsistent (hwcur {} hwtail {})",
-                    b.a, b.b
-                )
+                write!(f, "host ring state inconsistent (hwcur {} hwtail {})", b.a, b.b)
             }
         }
     }
@@ -216,40 +209,25 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
         cfg: Config,
         find_memdev: impl FnOnce(u32) -> Option<(M, SharedRegion)>,
     ) -> Result<(DeviceInfo, NetmapLayout), AttachError> {
-        let wanted = if cfg.want_vnet_hdr {
-            Features::VNET_HDR
-        } else {
-            Features::empty()
-        };
+        let wanted = if cfg.want_vnet_hdr { Features::VNET_HDR } else { Features::empty() };
         regs.write32(reg::PTFEAT, wanted.bits());
         let granted_raw = regs.read32(reg::PTFEAT);
         let features = Features::from_bits(granted_raw)
             .filter(|f| wanted.contains(*f))
-            .ok_or(AttachError::UnrequestedFeatures {
-                wanted,
-                granted: granted_raw,
-            })?;
+            .ok_or(AttachError::UnrequestedFeatures { wanted, granted: granted_raw })?;
         if cfg.require_vnet_hdr && !features.contains(Features::VNET_HDR) {
-            return Err(AttachError::FeatureNotGranted {
-                missing: Features::VNET_HDR,
-            });
+            return Err(AttachError::FeatureNotGranted { missing: Features::VNET_HDR });
         }
 
         let num_tx = regs.read32(reg::NUM_TX_RINGS);
         let num_rx = regs.read32(reg::NUM_RX_RINGS);
         let total = num_tx.checked_add(num_rx);
         if num_tx == 0 || num_rx == 0 || total.is_none_or(|t| t as usize > MAX_RINGS) {
-            return Err(AttachError::BadRingCount {
-                tx: num_tx,
-                rx: num_rx,
-            });
+            return Err(AttachError::BadRingCount { tx: num_tx, rx: num_rx });
         }
         let need = num_tx.saturating_add(num_rx);
         if msix_vectors < need {
-            return Err(AttachError::NotEnoughVectors {
-                have: msix_vectors,
-                need,
-            });
+            return Err(AttachError::NotEnoughVectors { have: msix_vectors, need });
         }
         let tx_slots = regs.read32(reg::NUM_TX_SLOTS);
         let rx_slots = regs.read32(reg::NUM_RX_SLOTS);
@@ -260,26 +238,13 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
         }
 
         let nic_memid = regs.read32(reg::HOSTMEMID);
-        let (memdev_regs, memdev_bar) =
-            find_memdev(nic_memid).ok_or(AttachError::NoMemdev { memid: nic_memid })?;
+        let (memdev_regs, memdev_bar) = find_memdev(nic_memid).ok_or(AttachError::NoMemdev { memid: nic_memid })?;
         let memdev = Memdev::probe(&memdev_regs, memdev_bar)?;
         if nic_memid != memdev.memid {
-            return Err(AttachError::MemIdMismatch {
-                nic: nic_memid,
-                memdev: memdev.memid,
-            });
+            return Err(AttachError::MemIdMismatch { nic: nic_memid, memdev: memdev.memid });
         }
         let nifp_ofs = regs.read32(reg::NIFP_OFS);
-        let layout = NetmapLayout::locate(
-            memdev,
-            Expected {
-                nifp_ofs,
-                num_tx,
-                num_rx,
-                tx_slots,
-                rx_slots,
-            },
-        )?;
+        let layout = NetmapLayout::locate(memdev, Expected { nifp_ofs, num_tx, num_rx, tx_slots, rx_slots })?;
 
         let vnet_hdr_len = Self::negotiate_hdr_len(regs, features)?;
         let hi = regs.read32(reg::MAC_HI).to_be_bytes();
@@ -306,17 +271,12 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
     /// Asks for the 10-byte header when the feature was granted (0
     /// otherwise) and checks what the host port actually uses.
     fn negotiate_hdr_len(regs: &R, features: Features) -> Result<u32, AttachError> {
-        let wanted = if features.contains(Features::VNET_HDR) {
-            size_of::<VirtioNetHdr>() as u32
-        } else {
-            0
-        };
+        let wanted = if features.contains(Features::VNET_HDR) { size_of::<VirtioNetHdr>() as u32 } else { 0 };
         regs.write32(reg::VNET_HDR_LEN, wanted);
         let len = regs.read32(reg::VNET_HDR_LEN);
         let usable = len == 0
             || (features.contains(Features::VNET_HDR)
-                && (len == size_of::<VirtioNetHdr>() as u32
-                    || len == size_of::<VirtioNetHdrMrgRxbuf>() as u32));
+                && (len == size_of::<VirtioNetHdr>() as u32 || len == size_of::<VirtioNetHdrMrgRxbuf>() as u32));
         if usable {
             Ok(len)
         } else {
@@ -324,50 +284,30 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
         }
     }
 
-    fn finish_attach(
-        kernel: K,
-        regs: R,
-        info: DeviceInfo,
-        layout: NetmapLayout,
-    ) -> Result<Self, (K, R, AttachError)> {
+    fn finish_attach(kernel: K, regs: R, info: DeviceInfo, layout: NetmapLayout) -> Result<Self, (K, R, AttachError)> {
         let Some(csb) = kernel.alloc_dma(2 * CSB_PAGE, CSB_PAGE) else {
-            kernel.log(
-                LogLevel::Error,
-                format_args!("attach failed: {}", AttachError::CsbAlloc),
-            );
+            kernel.log(LogLevel::Error, format_args!("attach failed: {}", AttachError::CsbAlloc));
             return Err((kernel, regs, AttachError::CsbAlloc));
         };
-        let pages = (
-            csb.region.sub(0, CSB_PAGE),
-            csb.region.sub(CSB_PAGE, CSB_PAGE),
-        );
+        let pages = (csb.region.sub(0, CSB_PAGE), csb.region.sub(CSB_PAGE, CSB_PAGE));
         let (Ok(atok), Ok(ktoa)) = pages else {
             kernel.free_dma(csb);
             return Err((kernel, regs, AttachError::CsbAlloc));
         };
         let mut queues: [Option<Queue>; MAX_RINGS] = [const { None }; MAX_RINGS];
-        for (id, q) in queues
-            .iter_mut()
-            .enumerate()
-            .take(info.num_rings() as usize)
-        {
+        for (id, q) in queues.iter_mut().enumerate().take(info.num_rings() as usize) {
             let ring = CsbRing::new(&atok, &ktoa, id);
             let kick = kick_reg(id as u32);
             if let (Some(csb), Some(kick)) = (ring, kick) {
-                *q = Some(Queue {
-                    csb,
-                    kick,
-                    stats: QueueStats::default(),
-                });
+                *q = Some(Queue { csb, kick, stats: QueueStats::default() });
             }
         }
         // CSB allocation protocol: high half first, the low half write
         // makes the hypervisor map the page.
         let ktoa_paddr = csb.paddr.wrapping_add(CSB_PAGE as u64);
-        for (bah, bal, pa) in [
-            (reg::CSB_GH_BAH, reg::CSB_GH_BAL, csb.paddr),
-            (reg::CSB_HG_BAH, reg::CSB_HG_BAL, ktoa_paddr),
-        ] {
+        for (bah, bal, pa) in
+            [(reg::CSB_GH_BAH, reg::CSB_GH_BAL, csb.paddr), (reg::CSB_HG_BAH, reg::CSB_HG_BAL, ktoa_paddr)]
+        {
             regs.write32(bah, (pa >> 32) as u32);
             regs.write32(bal, pa as u32);
         }
@@ -431,8 +371,7 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
         if before == 0 {
             return Ok(());
         }
-        self.users
-            .store(before.saturating_sub(1), Ordering::Release);
+        self.users.store(before.saturating_sub(1), Ordering::Release);
         if before == 1 {
             self.stop().map_err(UpError::Ptctl)?;
         }
@@ -509,10 +448,7 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
         self.regs.write32(reg::PTCTL, cmd as u32);
         match self.regs.read32(reg::PTCTL) {
             0 => Ok(()),
-            err => Err(AttachError::Ptctl {
-                cmd: cmd as u32,
-                err,
-            }),
+            err => Err(AttachError::Ptctl { cmd: cmd as u32, err }),
         }
     }
 
@@ -522,10 +458,9 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
     /// [`Ptnet::adopt_ring`] or [`Ptnet::resume_ring`] for every ring.
     pub fn start(&self) -> Result<(), AttachError> {
         for id in 0..self.info.num_rings() {
-            if let (Some(q), Some((dir, _))) = (
-                self.queues.get(id as usize).and_then(Option::as_ref),
-                self.info.ring_of(id),
-            ) {
+            if let (Some(q), Some((dir, _))) =
+                (self.queues.get(id as usize).and_then(Option::as_ref), self.info.ring_of(id))
+            {
                 q.csb.store(Field::KernNeedKick, 1);
                 q.csb.store(Field::ApplNeedKick, u32::from(dir == Dir::Rx));
             }
@@ -567,8 +502,7 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
         let q = self.queue(dir, idx).ok_or(SyncError::NoRing)?;
         csb::appl_write(&q.csb, k.rcur, k.rhead);
         let (hwtail, hwcur) = csb::appl_read(&q.csb);
-        k.host_update(hwcur, hwtail)
-            .map_err(|e| self.host_error(q, dir, idx, e))?;
+        k.host_update(hwcur, hwtail).map_err(|e| self.host_error(q, dir, idx, e))?;
         let kick = k.pending() > 0;
         if kick {
             self.kick(q);
@@ -582,7 +516,12 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
         if n < 4 || n.is_multiple_of(1024) {
             self.kernel.log(
                 LogLevel::Warning,
-                format_args!("{dir} ring {idx}: host wrote inconsistent pointers hwcur {} hwtail {} (error #{})", e.a, e.b, n.saturating_add(1)),
+                format_args!(
+                    "{dir} ring {idx}: host wrote inconsistent pointers hwcur {} hwtail {} (error #{})",
+                    e.a,
+                    e.b,
+                    n.saturating_add(1)
+                ),
             );
         }
         SyncError::Host(e)
@@ -648,15 +587,9 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
     /// so the OS can release its resources.
     pub fn detach(self) -> (K, R) {
         if let Err(e) = self.stop() {
-            self.kernel
-                .log(LogLevel::Warning, format_args!("detach: {e}"));
+            self.kernel.log(LogLevel::Warning, format_args!("detach: {e}"));
         }
-        for r in [
-            reg::CSB_GH_BAH,
-            reg::CSB_GH_BAL,
-            reg::CSB_HG_BAH,
-            reg::CSB_HG_BAL,
-        ] {
+        for r in [reg::CSB_GH_BAH, reg::CSB_GH_BAL, reg::CSB_HG_BAH, reg::CSB_HG_BAL] {
             self.regs.write32(r, 0);
         }
         self.kernel.free_dma(self.csb);

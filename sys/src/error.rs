@@ -136,11 +136,9 @@ impl fmt::Display for AttachError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use AttachError::*;
         match *self {
-            UnrequestedFeatures { wanted, granted } => write!(
-                f,
-                "host granted features {granted:#x}, more than the {:#x} requested",
-                wanted.bits()
-            ),
+            UnrequestedFeatures { wanted, granted } => {
+                write!(f, "host granted features {granted:#x}, more than the {:#x} requested", wanted.bits())
+            }
             FeatureNotGranted { missing } => {
                 write!(f, "required features {:#x} not granted by the host", missing.bits())
             }

@@ -30,10 +30,7 @@ impl Arena {
     pub fn new(bytes: usize) -> Self {
         let words = bytes.div_ceil(8);
         let raw = std::boxed::Box::into_raw(vec![0u64; words].into_boxed_slice());
-        Self {
-            base: NonNull::new(raw.cast::<u64>()).unwrap(),
-            words,
-        }
+        Self { base: NonNull::new(raw.cast::<u64>()).unwrap(), words }
     }
 
     pub fn region(&self) -> SharedRegion {
@@ -80,12 +77,7 @@ impl FakeRegs {
     }
 
     pub fn wrote(&self, off: u32) -> Vec<u32> {
-        self.writes
-            .borrow()
-            .iter()
-            .filter(|(o, _)| *o == off)
-            .map(|(_, v)| *v)
-            .collect()
+        self.writes.borrow().iter().filter(|(o, _)| *o == off).map(|(_, v)| *v).collect()
     }
 }
 
@@ -102,11 +94,7 @@ impl Registers for FakeRegs {
 
     fn write32(&self, off: u32, val: u32) {
         self.writes.borrow_mut().push((off, val));
-        let v = if self.nic && off == reg::PTFEAT {
-            val & self.host_features
-        } else {
-            val
-        };
+        let v = if self.nic && off == reg::PTFEAT { val & self.host_features } else { val };
         self.values.borrow_mut().insert(off, v);
     }
 }
@@ -151,10 +139,7 @@ impl Kernel for &FakeKernel {
         let region = self.arena.borrow().region().sub(0, size).ok()?;
         region.zero(0, size).ok()?;
         self.live.set(1);
-        Some(DmaMemory {
-            region,
-            paddr: FAKE_PADDR,
-        })
+        Some(DmaMemory { region, paddr: FAKE_PADDR })
     }
 
     fn free_dma(&self, mem: DmaMemory) {
@@ -178,13 +163,7 @@ pub struct Geometry {
     pub buf_size: u32,
 }
 
-pub const GEOMETRY: Geometry = Geometry {
-    tx: 1,
-    rx: 1,
-    slots: 4,
-    bufs: 16,
-    buf_size: 64,
-};
+pub const GEOMETRY: Geometry = Geometry { tx: 1, rx: 1, slots: 4, bufs: 16, buf_size: 64 };
 
 /// A netmap memory laid out as the host would, plus the register values
 /// describing it.
@@ -207,42 +186,20 @@ impl Layout {
         let arena = Arena::new(total);
         let mem = arena.region();
         let nifp = 0usize;
-        mem.store_u32(nifp + offset_of!(NetmapIf, ni_tx_rings), g.tx)
-            .unwrap();
-        mem.store_u32(nifp + offset_of!(NetmapIf, ni_rx_rings), g.rx)
-            .unwrap();
+        mem.store_u32(nifp + offset_of!(NetmapIf, ni_tx_rings), g.tx).unwrap();
+        mem.store_u32(nifp + offset_of!(NetmapIf, ni_rx_rings), g.rx).unwrap();
         let mut ring_ofs = Vec::new();
         for i in 0..nrings {
             let ofs = ring_pool + i * ring_size;
             ring_ofs.push(ofs);
-            let dir = if (i as u32) < g.tx {
-                NetmapRing::DIR_TX
-            } else {
-                NetmapRing::DIR_RX
-            };
-            mem.store_u64(
-                ofs + offset_of!(NetmapRing, buf_ofs),
-                (buf_pool as i64 - ofs as i64) as u64,
-            )
-            .unwrap();
-            mem.store_u32(ofs + offset_of!(NetmapRing, num_slots), g.slots)
-                .unwrap();
-            mem.store_u32(ofs + offset_of!(NetmapRing, nr_buf_size), g.buf_size)
-                .unwrap();
-            mem.store_u16(ofs + offset_of!(NetmapRing, dir), dir)
-                .unwrap();
-            mem.store_u64(
-                nifp + NetmapIf::RING_OFS_OFFSET + 8 * i,
-                (ofs - nifp) as u64,
-            )
-            .unwrap();
+            let dir = if (i as u32) < g.tx { NetmapRing::DIR_TX } else { NetmapRing::DIR_RX };
+            mem.store_u64(ofs + offset_of!(NetmapRing, buf_ofs), (buf_pool as i64 - ofs as i64) as u64).unwrap();
+            mem.store_u32(ofs + offset_of!(NetmapRing, num_slots), g.slots).unwrap();
+            mem.store_u32(ofs + offset_of!(NetmapRing, nr_buf_size), g.buf_size).unwrap();
+            mem.store_u16(ofs + offset_of!(NetmapRing, dir), dir).unwrap();
+            mem.store_u64(nifp + NetmapIf::RING_OFS_OFFSET + 8 * i, (ofs - nifp) as u64).unwrap();
             let region = mem.sub(ofs, RingLayout::bytes(g.slots).unwrap()).unwrap();
-            let ring = RingLayout {
-                dir: Dir::Tx,
-                ofs,
-                region,
-                num_slots: g.slots,
-            };
+            let ring = RingLayout { dir: Dir::Tx, ofs, region, num_slots: g.slots };
             for j in 0..g.slots {
                 // Buffers 0 and 1 are reserved; hand out the rest in order.
                 let b = 2 + i as u32 * g.slots + j;
@@ -275,13 +232,7 @@ impl Layout {
             (mreg::BUF_POOL_OBJNUM, g.bufs),
             (mreg::BUF_POOL_OBJSZ, g.buf_size),
         ];
-        Self {
-            arena,
-            nifp_ofs: nifp,
-            ring_ofs,
-            nic,
-            memdev,
-        }
+        Self { arena, nifp_ofs: nifp, ring_ofs, nic, memdev }
     }
 
     pub fn region(&self) -> SharedRegion {
@@ -295,23 +246,15 @@ impl Layout {
     }
 
     fn ring_ofs_of(&self, dir: Dir, i: usize) -> usize {
-        let idx = if dir == Dir::Tx {
-            i
-        } else {
-            self.nic[0].1 as usize + i
-        };
+        let idx = if dir == Dir::Tx { i } else { self.nic[0].1 as usize + i };
         self.ring_ofs[idx]
     }
 
     pub fn ring_field_u32(&self, dir: Dir, i: usize, field: usize, v: u32) {
-        self.region()
-            .store_u32(self.ring_ofs_of(dir, i) + field, v)
-            .unwrap();
+        self.region().store_u32(self.ring_ofs_of(dir, i) + field, v).unwrap();
     }
 
     pub fn ring_field_u64(&self, dir: Dir, i: usize, field: usize, v: u64) {
-        self.region()
-            .store_u64(self.ring_ofs_of(dir, i) + field, v)
-            .unwrap();
+        self.region().store_u64(self.ring_ofs_of(dir, i) + field, v).unwrap();
     }
 }

@@ -80,8 +80,7 @@ impl IfState {
         let next = caps::apply(self.enabled(), requested, self.supported)?;
         // Without JUMBO_MTU a jumbo MTU cannot stay.
         if !next.contains(IfCap::JUMBO_MTU) && self.mtu() > caps::ETHER_MTU {
-            self.mtu
-                .store(caps::ETHER_MTU.min(self.max_mtu), Ordering::Relaxed);
+            self.mtu.store(caps::ETHER_MTU.min(self.max_mtu), Ordering::Relaxed);
         }
         self.enabled.store(next.bits(), Ordering::Relaxed);
         Ok(next)
@@ -98,11 +97,7 @@ impl IfState {
             } else {
                 caps::ETHER_MTU.min(self.max_mtu)
             };
-            Err(MtuError {
-                mtu,
-                min: caps::MIN_MTU,
-                max,
-            })
+            Err(MtuError { mtu, min: caps::MIN_MTU, max })
         }
     }
 }

@@ -118,13 +118,7 @@ impl Kring {
             Dir::Tx => prev(0, num_slots),
             Dir::Rx => 0,
         };
-        Self {
-            num_slots,
-            hwcur: 0,
-            hwtail,
-            rhead: 0,
-            rcur: 0,
-        }
+        Self { num_slots, hwcur: 0, hwtail, rhead: 0, rcur: 0 }
     }
 
     /// The application has consumed everything it was given: it would
@@ -151,9 +145,7 @@ impl Kring {
     /// previous head and the tail, with `cur` not behind `head`.
     pub fn tx_prologue(&mut self, head: u32, cur: u32) -> Result<(), BadPointers> {
         let n = self.num_slots;
-        if cyclic_between(self.rhead, head, self.hwtail, n)
-            && cyclic_between(head, cur, self.hwtail, n)
-        {
+        if cyclic_between(self.rhead, head, self.hwtail, n) && cyclic_between(head, cur, self.hwtail, n) {
             self.rhead = head;
             self.rcur = cur;
             Ok(())
@@ -167,9 +159,7 @@ impl Kring {
     /// between `head` and the tail.
     pub fn rx_prologue(&mut self, head: u32, cur: u32) -> Result<(), BadPointers> {
         let n = self.num_slots;
-        if cyclic_between(self.hwcur, head, self.hwtail, n)
-            && cyclic_between(head, cur, self.hwtail, n)
-        {
+        if cyclic_between(self.hwcur, head, self.hwtail, n) && cyclic_between(head, cur, self.hwtail, n) {
             self.rhead = head;
             self.rcur = cur;
             Ok(())
@@ -187,30 +177,21 @@ impl Kring {
     /// read can observe.
     pub fn host_update(&mut self, hwcur: u32, hwtail: u32) -> Result<(), BadPointers> {
         let n = self.num_slots;
-        let ok = cyclic_between(self.hwcur, hwcur, self.rhead, n)
-            && cyclic_between(self.hwtail, hwtail, prev(hwcur, n), n);
+        let ok =
+            cyclic_between(self.hwcur, hwcur, self.rhead, n) && cyclic_between(self.hwtail, hwtail, prev(hwcur, n), n);
         if ok {
             self.hwcur = hwcur;
             self.hwtail = hwtail;
             Ok(())
         } else {
-            Err(BadPointers {
-                a: hwcur,
-                b: hwtail,
-            })
+            Err(BadPointers { a: hwcur, b: hwtail })
         }
     }
 
     /// Checks a complete set of pointers read from a freshly initialised
     /// CSB (after `PTCTL` create): everything in range and in cyclic order
     /// `hwcur <= head <= cur <= hwtail`.
-    pub fn from_host(
-        num_slots: u32,
-        hwcur: u32,
-        hwtail: u32,
-        head: u32,
-        cur: u32,
-    ) -> Result<Self, BadPointers> {
+    pub fn from_host(num_slots: u32, hwcur: u32, hwtail: u32, head: u32, cur: u32) -> Result<Self, BadPointers> {
         let n = num_slots;
         let ok = n > 0
             && hwcur < n
@@ -218,18 +199,9 @@ impl Kring {
             && cyclic_between(hwcur, head, hwtail, n)
             && cyclic_between(head, cur, hwtail, n);
         if ok {
-            Ok(Self {
-                num_slots: n,
-                hwcur,
-                hwtail,
-                rhead: head,
-                rcur: cur,
-            })
+            Ok(Self { num_slots: n, hwcur, hwtail, rhead: head, rcur: cur })
         } else {
-            Err(BadPointers {
-                a: hwcur,
-                b: hwtail,
-            })
+            Err(BadPointers { a: hwcur, b: hwtail })
         }
     }
 }
@@ -245,14 +217,8 @@ mod tests {
         assert_eq!(cyclic_dist(5, 5, 8), 0);
         assert!(cyclic_between(6, 0, 2, 8));
         assert!(!cyclic_between(6, 3, 2, 8));
-        assert!(
-            !cyclic_between(0, 9, 7, 8),
-            "out-of-range index is never between"
-        );
-        assert_eq!(
-            (next(7, 8), prev(0, 8), advance(6, 3, 8), advance(2, 3, 8)),
-            (0, 7, 1, 5)
-        );
+        assert!(!cyclic_between(0, 9, 7, 8), "out-of-range index is never between");
+        assert_eq!((next(7, 8), prev(0, 8), advance(6, 3, 8), advance(2, 3, 8)), (0, 7, 1, 5));
     }
 
     #[test]
@@ -271,13 +237,7 @@ mod tests {
 
     #[test]
     fn rx_prologue_is_bounded_by_hwcur_and_tail() {
-        let mut k = Kring {
-            num_slots: 8,
-            hwcur: 6,
-            hwtail: 2,
-            rhead: 6,
-            rcur: 6,
-        };
+        let mut k = Kring { num_slots: 8, hwcur: 6, hwtail: 2, rhead: 6, rcur: 6 };
         assert!(k.rx_prologue(0, 1).is_ok());
         assert!(k.rx_prologue(3, 3).is_err(), "past the tail");
         assert!(k.rx_prologue(5, 5).is_err(), "behind hwcur");
@@ -291,10 +251,7 @@ mod tests {
         assert!(k.host_update(2, 1).is_ok());
         assert_eq!(k.pending(), 1);
         let good = k;
-        assert!(
-            k.host_update(4, 1).is_err(),
-            "hwcur beyond the published head"
-        );
+        assert!(k.host_update(4, 1).is_err(), "hwcur beyond the published head");
         assert!(k.host_update(3, 3).is_err(), "hwtail reaching hwcur");
         assert!(k.host_update(1, 1).is_err(), "hwcur moving back");
         assert!(k.host_update(9, 0).is_err(), "out of range");

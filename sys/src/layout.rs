@@ -44,11 +44,7 @@ pub struct Pool {
 
 impl Pool {
     fn read<R: Registers>(regs: &R, ofs: u32, num: u32, sz: u32) -> Self {
-        Pool {
-            ofs: regs.read32(ofs) as usize,
-            objnum: regs.read32(num),
-            objsize: regs.read32(sz),
-        }
+        Pool { ofs: regs.read32(ofs) as usize, objnum: regs.read32(num), objsize: regs.read32(sz) }
     }
 
     /// Total size, if it does not overflow.
@@ -88,34 +84,16 @@ impl Memdev {
     /// Reads the memdev registers and checks them against the BAR mapping
     /// `bar` (which the OS mapped with its own, trusted, length).
     pub fn probe<R: Registers>(regs: &R, bar: SharedRegion) -> Result<Self, AttachError> {
-        let memsize = u64::from(regs.read32(mreg::MEMSIZE_LO))
-            | (u64::from(regs.read32(mreg::MEMSIZE_HI)) << 32);
+        let memsize = u64::from(regs.read32(mreg::MEMSIZE_LO)) | (u64::from(regs.read32(mreg::MEMSIZE_HI)) << 32);
         let bar_len = bar.len();
         let size = usize::try_from(memsize)
             .ok()
             .filter(|&s| s > 0 && s <= bar_len)
             .ok_or(AttachError::BadMemSize { memsize, bar_len })?;
-        let region = bar
-            .sub(0, size)
-            .map_err(|_| AttachError::BadMemSize { memsize, bar_len })?;
-        let if_pool = Pool::read(
-            regs,
-            mreg::IF_POOL_OFS,
-            mreg::IF_POOL_OBJNUM,
-            mreg::IF_POOL_OBJSZ,
-        );
-        let ring_pool = Pool::read(
-            regs,
-            mreg::RING_POOL_OFS,
-            mreg::RING_POOL_OBJNUM,
-            mreg::RING_POOL_OBJSZ,
-        );
-        let buf_pool = Pool::read(
-            regs,
-            mreg::BUF_POOL_OFS,
-            mreg::BUF_POOL_OBJNUM,
-            mreg::BUF_POOL_OBJSZ,
-        );
+        let region = bar.sub(0, size).map_err(|_| AttachError::BadMemSize { memsize, bar_len })?;
+        let if_pool = Pool::read(regs, mreg::IF_POOL_OFS, mreg::IF_POOL_OBJNUM, mreg::IF_POOL_OBJSZ);
+        let ring_pool = Pool::read(regs, mreg::RING_POOL_OFS, mreg::RING_POOL_OBJNUM, mreg::RING_POOL_OBJSZ);
+        let buf_pool = Pool::read(regs, mreg::BUF_POOL_OFS, mreg::BUF_POOL_OBJNUM, mreg::BUF_POOL_OBJSZ);
         for (name, pool) in [("if", if_pool), ("ring", ring_pool), ("buf", buf_pool)] {
             let fits = pool.end().is_some_and(|e| e <= size) && pool.objnum > 0;
             if !fits {
@@ -135,13 +113,7 @@ impl Memdev {
                 objsize: buf_pool.objsize,
             });
         }
-        Ok(Self {
-            region,
-            memid: regs.read32(mreg::MEMID),
-            if_pool,
-            ring_pool,
-            buf_pool,
-        })
+        Ok(Self { region, memid: regs.read32(mreg::MEMID), if_pool, ring_pool, buf_pool })
     }
 }
 
@@ -156,11 +128,7 @@ pub struct Buffers {
 impl Buffers {
     /// The pool of `count` buffers of `size` bytes starting at `region`.
     pub fn new(region: SharedRegion, count: u32, size: u32) -> Self {
-        Self {
-            region,
-            count,
-            size,
-        }
+        Self { region, count, size }
     }
 
     /// Size of each buffer.
@@ -205,43 +173,33 @@ impl RingLayout {
         // `i < num_slots` is checked by the callers' `get`-style accesses
         // below through the region bounds: the region ends after the last
         // slot, so an index past it fails the access.
-        NetmapRing::SLOTS_OFFSET
-            .wrapping_add((i as usize).wrapping_mul(Self::SLOT))
-            .wrapping_add(field)
+        NetmapRing::SLOTS_OFFSET.wrapping_add((i as usize).wrapping_mul(Self::SLOT)).wrapping_add(field)
     }
 
     /// Bytes covered by a ring of `num_slots` slots.
     pub fn bytes(num_slots: u32) -> Option<usize> {
-        (num_slots as usize)
-            .checked_mul(Self::SLOT)?
-            .checked_add(NetmapRing::SLOTS_OFFSET)
+        (num_slots as usize).checked_mul(Self::SLOT)?.checked_add(NetmapRing::SLOTS_OFFSET)
     }
 
     /// `slot[i].buf_idx`.
     #[inline]
     pub fn slot_buf_idx(&self, i: u32) -> Option<u32> {
         (i < self.num_slots).then_some(())?;
-        self.region
-            .load_u32(self.slot_off(i, offset_of!(NetmapSlot, buf_idx)))
-            .ok()
+        self.region.load_u32(self.slot_off(i, offset_of!(NetmapSlot, buf_idx))).ok()
     }
 
     /// `slot[i].len`.
     #[inline]
     pub fn slot_len(&self, i: u32) -> Option<u16> {
         (i < self.num_slots).then_some(())?;
-        self.region
-            .load_u16(self.slot_off(i, offset_of!(NetmapSlot, len)))
-            .ok()
+        self.region.load_u16(self.slot_off(i, offset_of!(NetmapSlot, len))).ok()
     }
 
     /// `slot[i].flags`.
     #[inline]
     pub fn slot_flags(&self, i: u32) -> Option<u16> {
         (i < self.num_slots).then_some(())?;
-        self.region
-            .load_u16(self.slot_off(i, offset_of!(NetmapSlot, flags)))
-            .ok()
+        self.region.load_u16(self.slot_off(i, offset_of!(NetmapSlot, flags))).ok()
     }
 
     /// Sets `slot[i].buf_idx` (buffer swaps by the host, and by
@@ -249,21 +207,15 @@ impl RingLayout {
     #[inline]
     pub fn set_slot_buf_idx(&self, i: u32, buf_idx: u32) -> Option<()> {
         (i < self.num_slots).then_some(())?;
-        self.region
-            .store_u32(self.slot_off(i, offset_of!(NetmapSlot, buf_idx)), buf_idx)
-            .ok()
+        self.region.store_u32(self.slot_off(i, offset_of!(NetmapSlot, buf_idx)), buf_idx).ok()
     }
 
     /// Sets `slot[i].len` and `slot[i].flags`.
     #[inline]
     pub fn set_slot(&self, i: u32, len: u16, flags: u16) -> Option<()> {
         (i < self.num_slots).then_some(())?;
-        self.region
-            .store_u16(self.slot_off(i, offset_of!(NetmapSlot, len)), len)
-            .ok()?;
-        self.region
-            .store_u16(self.slot_off(i, offset_of!(NetmapSlot, flags)), flags)
-            .ok()
+        self.region.store_u16(self.slot_off(i, offset_of!(NetmapSlot, len)), len).ok()?;
+        self.region.store_u16(self.slot_off(i, offset_of!(NetmapSlot, flags)), flags).ok()
     }
 
     /// A `u32` field of the ring header (`head`, `cur`, `tail`, ...).
@@ -319,29 +271,17 @@ impl NetmapLayout {
         let mem = &memdev.region;
         let nifp_ofs = exp.nifp_ofs as usize;
         let bad_nifp = AttachError::BadNifpOffset { ofs: nifp_ofs };
-        if !nifp_ofs.is_multiple_of(8)
-            || !memdev.if_pool.contains(nifp_ofs, NetmapIf::RING_OFS_OFFSET)
-        {
+        if !nifp_ofs.is_multiple_of(8) || !memdev.if_pool.contains(nifp_ofs, NetmapIf::RING_OFS_OFFSET) {
             return Err(bad_nifp);
         }
-        let if_u32 = |field: usize| {
-            mem.load_u32(nifp_ofs.checked_add(field).ok_or(bad_nifp)?)
-                .map_err(|_| bad_nifp)
-        };
+        let if_u32 = |field: usize| mem.load_u32(nifp_ofs.checked_add(field).ok_or(bad_nifp)?).map_err(|_| bad_nifp);
         let ni_tx = if_u32(offset_of!(NetmapIf, ni_tx_rings))?;
         let ni_rx = if_u32(offset_of!(NetmapIf, ni_rx_rings))?;
         let ni_host_tx = if_u32(offset_of!(NetmapIf, ni_host_tx_rings))?;
         let ni_host_rx = if_u32(offset_of!(NetmapIf, ni_host_rx_rings))?;
-        for (what, got, expected) in [
-            ("ni_tx_rings", ni_tx, exp.num_tx),
-            ("ni_rx_rings", ni_rx, exp.num_rx),
-        ] {
+        for (what, got, expected) in [("ni_tx_rings", ni_tx, exp.num_tx), ("ni_rx_rings", ni_rx, exp.num_rx)] {
             if got != expected {
-                return Err(AttachError::IfMismatch {
-                    what,
-                    got,
-                    expected,
-                });
+                return Err(AttachError::IfMismatch { what, got, expected });
             }
         }
         if ni_host_tx > MAX_HOST_RINGS || ni_host_rx > MAX_HOST_RINGS {
@@ -353,33 +293,22 @@ impl NetmapLayout {
         }
         // The interface with its ring_ofs[] array must sit inside the
         // interface pool.
-        let n_ofs = [ni_tx, ni_host_tx, ni_rx, ni_host_rx]
-            .iter()
-            .try_fold(0u32, |a, &b| a.checked_add(b))
-            .ok_or(bad_nifp)? as usize;
-        let if_bytes = n_ofs
-            .checked_mul(8)
-            .and_then(|b| b.checked_add(NetmapIf::RING_OFS_OFFSET))
-            .ok_or(bad_nifp)?;
+        let n_ofs =
+            [ni_tx, ni_host_tx, ni_rx, ni_host_rx].iter().try_fold(0u32, |a, &b| a.checked_add(b)).ok_or(bad_nifp)?
+                as usize;
+        let if_bytes = n_ofs.checked_mul(8).and_then(|b| b.checked_add(NetmapIf::RING_OFS_OFFSET)).ok_or(bad_nifp)?;
         if !memdev.if_pool.contains(nifp_ofs, if_bytes) {
             return Err(bad_nifp);
         }
 
         let bufs = memdev.buf_pool;
-        let buf_region = bufs
-            .bytes()
-            .and_then(|len| mem.sub(bufs.ofs, len).ok())
-            .ok_or(AttachError::BadPool {
-                pool: "buf",
-                ofs: bufs.ofs,
-                objnum: bufs.objnum,
-                objsize: bufs.objsize,
-            })?;
-        let buffers = Buffers {
-            region: buf_region,
-            count: bufs.objnum,
-            size: bufs.objsize,
-        };
+        let buf_region = bufs.bytes().and_then(|len| mem.sub(bufs.ofs, len).ok()).ok_or(AttachError::BadPool {
+            pool: "buf",
+            ofs: bufs.ofs,
+            objnum: bufs.objnum,
+            objsize: bufs.objsize,
+        })?;
+        let buffers = Buffers { region: buf_region, count: bufs.objnum, size: bufs.objsize };
 
         let mut layout = NetmapLayout {
             memdev,
@@ -392,10 +321,7 @@ impl NetmapLayout {
         };
         // ring_ofs[] order: hw tx, host tx, hw rx, host rx.
         let rx_base = ni_tx.checked_add(ni_host_tx).ok_or(bad_nifp)?;
-        for (dir, count, first, slots) in [
-            (Dir::Tx, ni_tx, 0, exp.tx_slots),
-            (Dir::Rx, ni_rx, rx_base, exp.rx_slots),
-        ] {
+        for (dir, count, first, slots) in [(Dir::Tx, ni_tx, 0, exp.tx_slots), (Dir::Rx, ni_rx, rx_base, exp.rx_slots)] {
             for i in 0..count {
                 let ring = layout.locate_ring(dir, i, first.wrapping_add(i), slots)?;
                 let table = match dir {
@@ -411,19 +337,9 @@ impl NetmapLayout {
         Ok(layout)
     }
 
-    fn locate_ring(
-        &self,
-        dir: Dir,
-        idx: u32,
-        ofs_idx: u32,
-        slots: u32,
-    ) -> Result<RingLayout, AttachError> {
+    fn locate_ring(&self, dir: Dir, idx: u32, ofs_idx: u32, slots: u32) -> Result<RingLayout, AttachError> {
         let mem = &self.memdev.region;
-        let bad = |ofs: i64| AttachError::BadRingOffset {
-            dir,
-            ring: idx,
-            ofs,
-        };
+        let bad = |ofs: i64| AttachError::BadRingOffset { dir, ring: idx, ofs };
         let entry = (ofs_idx as usize)
             .checked_mul(8)
             .and_then(|o| o.checked_add(NetmapIf::RING_OFS_OFFSET))
@@ -440,70 +356,46 @@ impl NetmapLayout {
             return Err(bad(rel));
         }
         let region = mem.sub(ofs, bytes).map_err(|_| bad(rel))?;
-        let mismatch = |what, got: u64, expected: u64| AttachError::RingMismatch {
-            dir,
-            ring: idx,
-            what,
-            got,
-            expected,
-        };
-        let num_slots = region
-            .load_u32(offset_of!(NetmapRing, num_slots))
-            .map_err(|_| bad(rel))?;
+        let mismatch =
+            |what, got: u64, expected: u64| AttachError::RingMismatch { dir, ring: idx, what, got, expected };
+        let num_slots = region.load_u32(offset_of!(NetmapRing, num_slots)).map_err(|_| bad(rel))?;
         if num_slots != slots {
             return Err(mismatch("num_slots", num_slots.into(), slots.into()));
         }
-        let buf_size = region
-            .load_u32(offset_of!(NetmapRing, nr_buf_size))
-            .map_err(|_| bad(rel))?;
+        let buf_size = region.load_u32(offset_of!(NetmapRing, nr_buf_size)).map_err(|_| bad(rel))?;
         if buf_size != self.buffers.size {
-            return Err(mismatch(
-                "nr_buf_size",
-                buf_size.into(),
-                self.buffers.size.into(),
-            ));
+            return Err(mismatch("nr_buf_size", buf_size.into(), self.buffers.size.into()));
         }
         let want_dir = match dir {
             Dir::Tx => NetmapRing::DIR_TX,
             Dir::Rx => NetmapRing::DIR_RX,
         };
-        let got_dir = region
-            .load_u16(offset_of!(NetmapRing, dir))
-            .map_err(|_| bad(rel))?;
+        let got_dir = region.load_u16(offset_of!(NetmapRing, dir)).map_err(|_| bad(rel))?;
         if got_dir != want_dir {
             return Err(mismatch("dir", got_dir.into(), want_dir.into()));
         }
         // Buffers are addressed as ring + buf_ofs + idx * size: buf_ofs
         // must point exactly at the buffer pool.
-        let buf_ofs = region
-            .load_u64(offset_of!(NetmapRing, buf_ofs))
-            .map_err(|_| bad(rel))? as i64;
+        let buf_ofs = region.load_u64(offset_of!(NetmapRing, buf_ofs)).map_err(|_| bad(rel))? as i64;
         let want = (self.memdev.buf_pool.ofs as i64).wrapping_sub(ofs as i64);
         if buf_ofs != want {
             return Err(mismatch("buf_ofs", buf_ofs as u64, want as u64));
         }
-        Ok(RingLayout {
-            dir,
-            ofs,
-            region,
-            num_slots,
-        })
+        Ok(RingLayout { dir, ofs, region, num_slots })
     }
 
     fn check_overlaps(&self, if_bytes: usize) -> Result<(), AttachError> {
-        let spans = self
-            .rings()
-            .map(|r| (Some(r), r.ofs, r.region.len()))
-            .chain(core::iter::once((None, self.nifp_ofs, if_bytes)));
+        let spans = self.rings().map(|r| (Some(r), r.ofs, r.region.len())).chain(core::iter::once((
+            None,
+            self.nifp_ofs,
+            if_bytes,
+        )));
         for (i, (ra, a, alen)) in spans.clone().enumerate() {
             for (rb, b, blen) in spans.clone().skip(i.wrapping_add(1)) {
                 let disjoint = a.saturating_add(alen) <= b || b.saturating_add(blen) <= a;
                 if !disjoint {
                     let name = |r: Option<RingLayout>| r.map(|r| (r.dir, r.ofs));
-                    return Err(AttachError::RingsOverlap {
-                        a: name(ra),
-                        b: name(rb),
-                    });
+                    return Err(AttachError::RingsOverlap { a: name(ra), b: name(rb) });
                 }
             }
         }

@@ -52,10 +52,7 @@ pub struct RxRing {
 impl RxRing {
     /// A ring of `num_slots` slots.
     pub fn new(num_slots: u32) -> Self {
-        Self {
-            kring: Kring::new(Dir::Rx, num_slots),
-            stats: RxStats::default(),
-        }
+        Self { kring: Kring::new(Dir::Rx, num_slots), stats: RxStats::default() }
     }
 }
 
@@ -113,20 +110,9 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
     /// (the task or interrupt handler's `rx_eof`). When the ring is empty
     /// at the end, the interrupt is re-armed (with the double check);
     /// `more` says whether to call again right away.
-    pub fn receive<S: FrameSink>(
-        &self,
-        idx: u32,
-        ring: &mut RxRing,
-        budget: u32,
-        sink: &mut S,
-    ) -> RxReport {
+    pub fn receive<S: FrameSink>(&self, idx: u32, ring: &mut RxRing, budget: u32, sink: &mut S) -> RxReport {
         let _ = self.rxsync(idx, &mut ring.kring, SyncOpts::default());
-        let mut out = Counting {
-            inner: sink,
-            frames: 0,
-            bytes: 0,
-            refused: 0,
-        };
+        let mut out = Counting { inner: sink, frames: 0, bytes: 0, refused: 0 };
         let mut handled = 0u32;
         while handled < budget {
             let k = &mut ring.kring;
@@ -143,10 +129,7 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
                         ring.stats.errors.inc();
                         let n = ring.stats.errors.get();
                         if n <= 4 || n.is_multiple_of(1024) {
-                            self.kernel().log(
-                                LogLevel::Warning,
-                                format_args!("rx ring {idx}: frame dropped: {e}"),
-                            );
+                            self.kernel().log(LogLevel::Warning, format_args!("rx ring {idx}: frame dropped: {e}"));
                         }
                     }
                 }
@@ -158,15 +141,9 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
         ring.stats.bytes.add(out.bytes);
         ring.stats.no_memory.add(u64::from(out.refused));
         let exhausted = handled >= budget;
-        let opts = SyncOpts {
-            want_intr: !exhausted,
-            ..SyncOpts::default()
-        };
+        let opts = SyncOpts { want_intr: !exhausted, ..SyncOpts::default() };
         let _ = self.rxsync(idx, &mut ring.kring, opts);
-        RxReport {
-            frames: out.frames,
-            more: exhausted || !ring.kring.would_block(),
-        }
+        RxReport { frames: out.frames, more: exhausted || !ring.kring.would_block() }
     }
 
     /// Collects the slots of the frame starting at `k.rcur`.
@@ -182,11 +159,7 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
                 // The host publishes whole frames; a chain cut short by the
                 // tail is either still arriving or broken. Past the longest
                 // legal chain it is broken.
-                return if slots as usize >= MAX_FRAGS {
-                    Chain::Bad { slots }
-                } else {
-                    Chain::Empty
-                };
+                return if slots as usize >= MAX_FRAGS { Chain::Bad { slots } } else { Chain::Empty };
             }
             let len = ring.slot_len(j).unwrap_or(u16::MAX);
             let flags = ring.slot_flags(j).unwrap_or(0);
@@ -202,10 +175,7 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
             }
         }
         let hdr_len = self.info().vnet_hdr_len as usize;
-        if !valid
-            || frags.raw_len() < hdr_len.saturating_add(hdr::ETH_HLEN)
-            || frags.len() > MAX_FRAME
-        {
+        if !valid || frags.raw_len() < hdr_len.saturating_add(hdr::ETH_HLEN) || frags.len() > MAX_FRAME {
             return Chain::Bad { slots };
         }
         Chain::Frame { slots }
@@ -213,19 +183,11 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
 
     /// Hands one frame to the stack, undoing offloads the interface has
     /// turned off.
-    fn deliver<S: FrameSink>(
-        &self,
-        f: &Frags<'_>,
-        st: &crate::rx::RxStats,
-        sink: &mut S,
-    ) -> Result<(), RxBad> {
+    fn deliver<S: FrameSink>(&self, f: &Frags<'_>, st: &crate::rx::RxStats, sink: &mut S) -> Result<(), RxBad> {
         let hdr_len = self.info().vnet_hdr_len as usize;
         let len = f.len();
         let off = if hdr_len == 0 {
-            crate::net::offload::RxOffload {
-                csum: crate::net::offload::RxCsum::Unknown,
-                gso: None,
-            }
+            crate::net::offload::RxOffload { csum: crate::net::offload::RxCsum::Unknown, gso: None }
         } else {
             let mut raw = [0u8; 12];
             let bytes = raw.get_mut(..hdr_len).ok_or(RxBad::Frame)?;
@@ -237,11 +199,7 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
         let mut prefix = [0u8; MAX_HDR];
         let n = len.min(MAX_HDR);
         let prefix = prefix.get_mut(..n).unwrap_or(&mut []);
-        let headers = if f.read(0, prefix) {
-            hdr::parse(prefix, len).ok()
-        } else {
-            None
-        };
+        let headers = if f.read(0, prefix) { hdr::parse(prefix, len).ok() } else { None };
         match rx_action(&off, headers.as_ref(), self.ifstate().enabled())? {
             RxAction::Deliver(info) => {
                 if info.lro_segsz != 0 {
@@ -264,8 +222,7 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
                 };
                 if en.contains(rxcsum) {
                     // The segments' checksums were just computed.
-                    info.csum_flags = crate::net::caps::CsumFlags::L4_CALC
-                        | crate::net::caps::CsumFlags::L4_VALID;
+                    info.csum_flags = crate::net::caps::CsumFlags::L4_CALC | crate::net::caps::CsumFlags::L4_VALID;
                     info.csum_data = 0xffff;
                 }
                 segment_tcp(f, &h, g.mss, &info, sink).map_err(|_| RxBad::GsoSize)?;

@@ -23,11 +23,7 @@ pub struct OutOfBounds {
 
 impl fmt::Display for OutOfBounds {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "access of {} bytes at offset {:#x} outside shared memory",
-            self.len, self.offset
-        )
+        write!(f, "access of {} bytes at offset {:#x} outside shared memory", self.len, self.offset)
     }
 }
 

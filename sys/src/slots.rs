@@ -28,22 +28,12 @@ pub struct SlotWriter<'a> {
 impl<'a> SlotWriter<'a> {
     /// A writer starting at slot `first`.
     pub fn new(ring: &'a RingLayout, bufs: &'a Buffers, first: u32) -> Self {
-        Self {
-            ring,
-            bufs,
-            slot: first,
-            used: 0,
-            slots: 1,
-            ok: true,
-        }
+        Self { ring, bufs, slot: first, used: 0, slots: 1, ok: true }
     }
 
     fn close_slot(&mut self, more: bool) {
         let flags = if more { SlotFlags::MOREFRAG.bits() } else { 0 };
-        self.ok &= self
-            .ring
-            .set_slot(self.slot, self.used as u16, flags)
-            .is_some();
+        self.ok &= self.ring.set_slot(self.slot, self.used as u16, flags).is_some();
         if more {
             self.slot = next(self.slot, self.ring.num_slots);
             self.used = 0;
@@ -53,22 +43,14 @@ impl<'a> SlotWriter<'a> {
 
     /// Appends `len` bytes produced by `copy(dst, dst_off, src_off, n)`, one
     /// call per piece, crossing buffers as needed.
-    pub fn put(
-        &mut self,
-        len: usize,
-        mut copy: impl FnMut(&SharedRegion, usize, usize, usize) -> bool,
-    ) {
+    pub fn put(&mut self, len: usize, mut copy: impl FnMut(&SharedRegion, usize, usize, usize) -> bool) {
         let size = self.bufs.buf_size() as usize;
         let mut done = 0usize;
         while done < len && self.ok {
             if self.used >= size {
                 self.close_slot(true);
             }
-            let Some(b) = self
-                .ring
-                .slot_buf_idx(self.slot)
-                .and_then(|i| self.bufs.get(i))
-            else {
+            let Some(b) = self.ring.slot_buf_idx(self.slot).and_then(|i| self.bufs.get(i)) else {
                 self.ok = false;
                 return;
             };
@@ -82,17 +64,13 @@ impl<'a> SlotWriter<'a> {
     /// Appends bytes.
     pub fn bytes(&mut self, src: &[u8]) {
         self.put(src.len(), |b, at, from, n| {
-            src.get(from..from.saturating_add(n))
-                .is_some_and(|s| b.write_bytes(at, s).is_ok())
+            src.get(from..from.saturating_add(n)).is_some_and(|s| b.write_bytes(at, s).is_ok())
         })
     }
 
     /// Appends `len` bytes of shared memory `r` from `off`.
     pub fn shared(&mut self, r: &SharedRegion, off: usize, len: usize) {
-        self.put(len, |b, at, from, n| {
-            b.copy_from_region(at, r, off.saturating_add(from), n)
-                .is_ok()
-        })
+        self.put(len, |b, at, from, n| b.copy_from_region(at, r, off.saturating_add(from), n).is_ok())
     }
 
     /// Closes the last slot; returns the slots used, or `None` if a copy
@@ -126,17 +104,7 @@ pub struct RingSink<'a> {
 impl<'a> RingSink<'a> {
     /// A sink over `space` free slots starting at `tail`, with no prefix.
     pub fn new(ring: &'a RingLayout, bufs: &'a Buffers, tail: u32, space: u32) -> Self {
-        Self {
-            ring,
-            bufs,
-            prefix: [0; 12],
-            prefix_len: 0,
-            tail,
-            space,
-            delivered: 0,
-            dropped: 0,
-            current: None,
-        }
+        Self { ring, bufs, prefix: [0; 12], prefix_len: 0, tail, space, delivered: 0, dropped: 0, current: None }
     }
 
     /// Sets the bytes written before each following frame (at most 12).

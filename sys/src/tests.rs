@@ -36,38 +36,18 @@ impl Setup {
     fn attach(&self, cfg: Config) -> Result<Ptnet<&FakeKernel, &FakeRegs>, AttachError> {
         let bar = self.layout.region();
         let memdev = &self.memdev;
-        let vectors = self
-            .nic
-            .read32_raw(reg::NUM_TX_RINGS)
-            .saturating_add(self.nic.read32_raw(reg::NUM_RX_RINGS));
-        Ptnet::attach(&self.kernel, &self.nic, vectors, cfg, |id| {
-            (id == 7).then_some((memdev, bar))
-        })
-        .map_err(|(_, _, e)| e)
+        let vectors = self.nic.read32_raw(reg::NUM_TX_RINGS).saturating_add(self.nic.read32_raw(reg::NUM_RX_RINGS));
+        Ptnet::attach(&self.kernel, &self.nic, vectors, cfg, |id| (id == 7).then_some((memdev, bar)))
+            .map_err(|(_, _, e)| e)
     }
 
     /// Attach must fail with `want`, leaving no memory and no CSB address.
     fn refused(&self, want: impl Fn(&AttachError) -> bool) {
-        let err = self
-            .attach(Config::default())
-            .err()
-            .expect("attach must fail");
+        let err = self.attach(Config::default()).err().expect("attach must fail");
         assert!(want(&err), "unexpected error: {err:?}");
-        assert_eq!(
-            self.kernel.live.get(),
-            0,
-            "attach failure leaked DMA memory"
-        );
-        assert!(
-            self.nic.wrote(reg::CSB_GH_BAL).is_empty(),
-            "CSB programmed on failure"
-        );
-        assert!(self
-            .kernel
-            .logs
-            .borrow()
-            .iter()
-            .any(|l| l.contains("attach failed")));
+        assert_eq!(self.kernel.live.get(), 0, "attach failure leaked DMA memory");
+        assert!(self.nic.wrote(reg::CSB_GH_BAL).is_empty(), "CSB programmed on failure");
+        assert!(self.kernel.logs.borrow().iter().any(|l| l.contains("attach failed")));
     }
 }
 
@@ -83,18 +63,12 @@ fn attach_reads_validates_and_programs_the_csb() {
     let dev = s.attach(Config::default()).unwrap();
     let i = *dev.info();
     assert_eq!(i.mac, [0, 2, 0, 0, 0, 0x42]);
-    assert_eq!(
-        (i.num_tx_rings, i.num_rx_rings, i.num_tx_slots, i.buf_size),
-        (1, 1, 4, 64)
-    );
+    assert_eq!((i.num_tx_rings, i.num_rx_rings, i.num_tx_slots, i.buf_size), (1, 1, 4, 64));
     assert_eq!(i.features.bits(), 1);
     assert_eq!(i.vnet_hdr_len, 10);
     assert_eq!(s.nic.wrote(reg::CSB_GH_BAH), [(FAKE_PADDR >> 32) as u32]);
     assert_eq!(s.nic.wrote(reg::CSB_GH_BAL), [FAKE_PADDR as u32]);
-    assert_eq!(
-        s.nic.wrote(reg::CSB_HG_BAL),
-        [(FAKE_PADDR + CSB_PAGE as u64) as u32]
-    );
+    assert_eq!(s.nic.wrote(reg::CSB_HG_BAL), [(FAKE_PADDR + CSB_PAGE as u64) as u32]);
     assert!(s.kernel.logs.borrow()[0].contains("00:02:00:00:00:42, 1 tx/1 rx rings"));
     let (_, _) = dev.detach();
     assert_eq!(s.kernel.live.get(), 0);
@@ -103,20 +77,12 @@ fn attach_reads_validates_and_programs_the_csb() {
 
 #[test]
 fn lying_ring_and_slot_counts_are_refused() {
-    for (r, v) in [
-        (reg::NUM_TX_RINGS, 0),
-        (reg::NUM_RX_RINGS, 0),
-        (reg::NUM_TX_RINGS, 1000),
-        (reg::NUM_RX_RINGS, u32::MAX),
-    ] {
+    for (r, v) in
+        [(reg::NUM_TX_RINGS, 0), (reg::NUM_RX_RINGS, 0), (reg::NUM_TX_RINGS, 1000), (reg::NUM_RX_RINGS, u32::MAX)]
+    {
         let s = Setup::new(GEOMETRY);
         s.nic.set(r, v);
-        s.refused(|e| {
-            matches!(
-                e,
-                AttachError::BadRingCount { .. } | AttachError::NotEnoughVectors { .. }
-            )
-        });
+        s.refused(|e| matches!(e, AttachError::BadRingCount { .. } | AttachError::NotEnoughVectors { .. }));
     }
     for v in [0, 1, 1 << 20] {
         let s = Setup::new(GEOMETRY);
@@ -126,15 +92,7 @@ fn lying_ring_and_slot_counts_are_refused() {
     // A slot count the rings do not have.
     let s = Setup::new(GEOMETRY);
     s.nic.set(reg::NUM_TX_SLOTS, 8);
-    s.refused(|e| {
-        matches!(
-            e,
-            AttachError::RingMismatch {
-                what: "num_slots",
-                ..
-            } | AttachError::BadRingOffset { .. }
-        )
-    });
+    s.refused(|e| matches!(e, AttachError::RingMismatch { what: "num_slots", .. } | AttachError::BadRingOffset { .. }));
 }
 
 #[test]
@@ -172,12 +130,7 @@ fn offsets_outside_memory_and_overlapping_rings_are_refused() {
     let s = Setup::new(GEOMETRY);
     let tx0 = s.layout.ring_ofs[0] as i64;
     s.layout.set_ring_ofs(1, tx0);
-    s.refused(|e| {
-        matches!(
-            e,
-            AttachError::RingsOverlap { .. } | AttachError::RingMismatch { what: "dir", .. }
-        )
-    });
+    s.refused(|e| matches!(e, AttachError::RingsOverlap { .. } | AttachError::RingMismatch { what: "dir", .. }));
 
     // Two RX rings sharing memory, each header otherwise valid.
     let s = Setup::new(Geometry { rx: 2, ..GEOMETRY });
@@ -189,30 +142,12 @@ fn offsets_outside_memory_and_overlapping_rings_are_refused() {
 #[test]
 fn ring_headers_must_match_the_pools() {
     let s = Setup::new(GEOMETRY);
-    s.layout
-        .ring_field_u32(Dir::Tx, 0, offset_of!(NetmapRing, nr_buf_size), 2048);
-    s.refused(|e| {
-        matches!(
-            e,
-            AttachError::RingMismatch {
-                what: "nr_buf_size",
-                ..
-            }
-        )
-    });
+    s.layout.ring_field_u32(Dir::Tx, 0, offset_of!(NetmapRing, nr_buf_size), 2048);
+    s.refused(|e| matches!(e, AttachError::RingMismatch { what: "nr_buf_size", .. }));
 
     let s = Setup::new(GEOMETRY);
-    s.layout
-        .ring_field_u64(Dir::Rx, 0, offset_of!(NetmapRing, buf_ofs), 0);
-    s.refused(|e| {
-        matches!(
-            e,
-            AttachError::RingMismatch {
-                what: "buf_ofs",
-                ..
-            }
-        )
-    });
+    s.layout.ring_field_u64(Dir::Rx, 0, offset_of!(NetmapRing, buf_ofs), 0);
+    s.refused(|e| matches!(e, AttachError::RingMismatch { what: "buf_ofs", .. }));
 }
 
 #[test]
@@ -220,23 +155,13 @@ fn feature_negotiation_is_checked() {
     // The host grants something the driver did not ask for.
     let s = Setup::new(GEOMETRY);
     s.nic.ptfeat_lie.set(Some(0x3));
-    let err = s
-        .attach(Config {
-            want_vnet_hdr: false,
-            require_vnet_hdr: false,
-        })
-        .err();
+    let err = s.attach(Config { want_vnet_hdr: false, require_vnet_hdr: false }).err();
     assert!(matches!(err, Some(AttachError::UnrequestedFeatures { .. })));
 
     // The header is required but not granted.
     let mut s = Setup::new(GEOMETRY);
     s.nic.host_features = 0;
-    let err = s
-        .attach(Config {
-            want_vnet_hdr: true,
-            require_vnet_hdr: true,
-        })
-        .err();
+    let err = s.attach(Config { want_vnet_hdr: true, require_vnet_hdr: true }).err();
     assert!(matches!(err, Some(AttachError::FeatureNotGranted { .. })));
     assert_eq!(s.kernel.live.get(), 0);
 
@@ -244,10 +169,7 @@ fn feature_negotiation_is_checked() {
     let mut s = Setup::new(GEOMETRY);
     s.nic.host_features = 0;
     let dev = s.attach(Config::default()).unwrap();
-    assert_eq!(
-        (dev.info().features.bits(), dev.info().vnet_hdr_len),
-        (0, 0)
-    );
+    assert_eq!((dev.info().features.bits(), dev.info().vnet_hdr_len), (0, 0));
     dev.detach();
 }
 
@@ -263,12 +185,7 @@ fn host_csb(dev: &Ptnet<&FakeKernel, &FakeRegs>, ring: usize) -> CsbRing {
     let _ = dev;
     // The fake kernel's arena is the CSB: rebuild a view of entry `ring`.
     let base = dev.csb_region_for_tests();
-    CsbRing::new(
-        &base.sub(0, CSB_PAGE).unwrap(),
-        &base.sub(CSB_PAGE, CSB_PAGE).unwrap(),
-        ring,
-    )
-    .unwrap()
+    CsbRing::new(&base.sub(0, CSB_PAGE).unwrap(), &base.sub(CSB_PAGE, CSB_PAGE).unwrap(), ring).unwrap()
 }
 
 #[test]
@@ -301,10 +218,7 @@ fn bring_up_sync_and_restart() {
     // A host that lies about hwcur is refused and counted.
     kern_write(&tx, 3, 2);
     let before: Kring = k;
-    assert!(matches!(
-        dev.txsync(0, &mut k, SyncOpts::default()),
-        Err(SyncError::Host(_))
-    ));
+    assert!(matches!(dev.txsync(0, &mut k, SyncOpts::default()), Err(SyncError::Host(_))));
     assert_eq!(k, before);
     assert_eq!(dev.stats(Dir::Tx, 0).unwrap().snapshot().host_errors, 1);
 
@@ -344,13 +258,7 @@ mod datapath {
     use crate::tx::{TxError, TxPacket, TxRing};
     use std::vec;
 
-    const G: Geometry = Geometry {
-        tx: 1,
-        rx: 1,
-        slots: 8,
-        bufs: 20,
-        buf_size: 256,
-    };
+    const G: Geometry = Geometry { tx: 1, rx: 1, slots: 8, bufs: 20, buf_size: 256 };
 
     struct Pkt(Vec<u8>, TxRequest);
 
@@ -367,9 +275,7 @@ mod datapath {
             n
         }
         fn copy_to(&self, off: usize, len: usize, dst: &SharedRegion, dst_off: usize) -> bool {
-            self.0
-                .get(off..off + len)
-                .is_some_and(|b| dst.write_bytes(dst_off, b).is_ok())
+            self.0.get(off..off + len).is_some_and(|b| dst.write_bytes(dst_off, b).is_ok())
         }
     }
 
@@ -401,27 +307,13 @@ mod datapath {
     fn ring(s: &Setup, dir: Dir) -> RingLayout {
         let r = s.layout.region();
         let ofs = s.layout.ring_ofs[if dir == Dir::Tx { 0 } else { 1 }];
-        RingLayout {
-            dir,
-            ofs,
-            region: r.sub(ofs, RingLayout::bytes(G.slots).unwrap()).unwrap(),
-            num_slots: G.slots,
-        }
+        RingLayout { dir, ofs, region: r.sub(ofs, RingLayout::bytes(G.slots).unwrap()).unwrap(), num_slots: G.slots }
     }
 
     fn buf(s: &Setup, r: &RingLayout, slot: u32) -> SharedRegion {
-        let base = s
-            .layout
-            .memdev
-            .iter()
-            .find(|(o, _)| *o == mreg::BUF_POOL_OFS)
-            .unwrap()
-            .1 as usize;
+        let base = s.layout.memdev.iter().find(|(o, _)| *o == mreg::BUF_POOL_OFS).unwrap().1 as usize;
         let idx = r.slot_buf_idx(slot).unwrap() as usize;
-        s.layout
-            .region()
-            .sub(base + idx * G.buf_size as usize, G.buf_size as usize)
-            .unwrap()
+        s.layout.region().sub(base + idx * G.buf_size as usize, G.buf_size as usize).unwrap()
     }
 
     /// Attached, started, both rings adopted from a fresh host state.
@@ -457,14 +349,9 @@ mod datapath {
         let s = Setup::new(G);
         let (dev, mut tx, _rx) = running(&s);
         let f = tcp4(400, false);
-        let req = TxRequest {
-            csum_flags: CsumFlags::IP_TCP | CsumFlags::IP_TSO,
-            tso_segsz: 200,
-            ..Default::default()
-        };
+        let req = TxRequest { csum_flags: CsumFlags::IP_TCP | CsumFlags::IP_TSO, tso_segsz: 200, ..Default::default() };
         let mut freed = 0;
-        dev.transmit(0, &mut tx, Some(Pkt(f.clone(), req)), |_| freed += 1)
-            .unwrap();
+        dev.transmit(0, &mut tx, Some(Pkt(f.clone(), req)), |_| freed += 1).unwrap();
         assert_eq!(freed, 1, "copied packets are freed at once");
         let (wire, slots) = host_reads(&s, 0);
         assert_eq!(slots, 2, "10 + 454 bytes over 256-byte buffers");
@@ -473,15 +360,8 @@ mod datapath {
         assert_eq!(wire[1], VIRTIO_NET_HDR_GSO_TCPV4);
         assert_eq!(u16::from_le_bytes([wire[4], wire[5]]), 200, "gso_size");
         assert_eq!(u16::from_le_bytes([wire[6], wire[7]]), 34, "csum_start");
-        assert_eq!(
-            (tx.kring.rhead, tx.stats.tso.get(), tx.stats.packets.get()),
-            (2, 1, 1)
-        );
-        assert_eq!(
-            host_csb(&dev, 0).load(Field::Head),
-            2,
-            "published to the host"
-        );
+        assert_eq!((tx.kring.rhead, tx.stats.tso.get(), tx.stats.packets.get()), (2, 1, 1));
+        assert_eq!(host_csb(&dev, 0).load(Field::Head), 2, "published to the host");
     }
 
     #[test]
@@ -489,21 +369,12 @@ mod datapath {
         let s = Setup::new(G);
         let (dev, mut tx, _rx) = running(&s);
         let f = tcp4(20, false);
-        let req = TxRequest {
-            csum_flags: CsumFlags::IP_TCP,
-            vlan: Some(0x0123),
-            ..Default::default()
-        };
-        dev.transmit(0, &mut tx, Some(Pkt(f.clone(), req)), drop)
-            .unwrap();
+        let req = TxRequest { csum_flags: CsumFlags::IP_TCP, vlan: Some(0x0123), ..Default::default() };
+        dev.transmit(0, &mut tx, Some(Pkt(f.clone(), req)), drop).unwrap();
         let (wire, _) = host_reads(&s, 0);
         assert_eq!(&wire[22..26], &[0x81, 0x00, 0x01, 0x23]);
         assert_eq!(&wire[26..], &f[12..]);
-        assert_eq!(
-            u16::from_le_bytes([wire[6], wire[7]]),
-            38,
-            "csum_start after the tag"
-        );
+        assert_eq!(u16::from_le_bytes([wire[6], wire[7]]), 38, "csum_start after the tag");
     }
 
     #[test]
@@ -523,10 +394,7 @@ mod datapath {
         for _ in 0..3 {
             dev.transmit(0, &mut tx, Some(big()), drop).unwrap();
         }
-        assert_eq!(
-            dev.transmit(0, &mut tx, Some(big()), drop),
-            Err(TxError::QueueFull)
-        );
+        assert_eq!(dev.transmit(0, &mut tx, Some(big()), drop), Err(TxError::QueueFull));
         assert_eq!(tx.stats.queue_drops.get(), 1);
         // The host completes everything; the interrupt task resumes.
         kern_write(&csb, 6, 5);
@@ -542,47 +410,20 @@ mod datapath {
     fn bad_offload_requests_are_refused_and_counted() {
         let s = Setup::new(G);
         let (dev, mut tx, _rx) = running(&s);
-        let req = TxRequest {
-            csum_flags: CsumFlags::IP_UDP,
-            ..Default::default()
-        };
-        dev.transmit(0, &mut tx, Some(Pkt(tcp4(10, false), req)), drop)
-            .unwrap();
-        let junk = TxRequest {
-            csum_flags: CsumFlags::IP_TCP,
-            ..Default::default()
-        };
-        dev.transmit(0, &mut tx, Some(Pkt(vec![0u8; 60], junk)), drop)
-            .unwrap();
-        assert_eq!(
-            (
-                tx.stats.refused.get(),
-                tx.stats.packets.get(),
-                tx.kring.rhead
-            ),
-            (2, 0, 0)
-        );
+        let req = TxRequest { csum_flags: CsumFlags::IP_UDP, ..Default::default() };
+        dev.transmit(0, &mut tx, Some(Pkt(tcp4(10, false), req)), drop).unwrap();
+        let junk = TxRequest { csum_flags: CsumFlags::IP_TCP, ..Default::default() };
+        dev.transmit(0, &mut tx, Some(Pkt(vec![0u8; 60], junk)), drop).unwrap();
+        assert_eq!((tx.stats.refused.get(), tx.stats.packets.get(), tx.kring.rhead), (2, 0, 0));
         // With TXCSUM off the stack may not ask for it.
-        dev.ifstate()
-            .set_capabilities(dev.ifstate().enabled() - IfCap::TXCSUM)
-            .unwrap();
-        let req = TxRequest {
-            csum_flags: CsumFlags::IP_TCP,
-            ..Default::default()
-        };
-        dev.transmit(0, &mut tx, Some(Pkt(tcp4(10, false), req)), drop)
-            .unwrap();
+        dev.ifstate().set_capabilities(dev.ifstate().enabled() - IfCap::TXCSUM).unwrap();
+        let req = TxRequest { csum_flags: CsumFlags::IP_TCP, ..Default::default() };
+        dev.transmit(0, &mut tx, Some(Pkt(tcp4(10, false), req)), drop).unwrap();
         assert_eq!(tx.stats.refused.get(), 3);
     }
 
     /// The host delivers `frame` behind header `h` in RX slots from `at`.
-    fn host_delivers(
-        s: &Setup,
-        dev: &Ptnet<&FakeKernel, &FakeRegs>,
-        at: u32,
-        h: [u8; 10],
-        frame: &[u8],
-    ) -> u32 {
+    fn host_delivers(s: &Setup, dev: &Ptnet<&FakeKernel, &FakeRegs>, at: u32, h: [u8; 10], frame: &[u8]) -> u32 {
         let r = ring(s, Dir::Rx);
         let mut bytes = h.to_vec();
         bytes.extend_from_slice(frame);
@@ -590,12 +431,7 @@ mod datapath {
         let chunks: Vec<&[u8]> = bytes.chunks(G.buf_size as usize).collect();
         for (i, c) in chunks.iter().enumerate() {
             buf(s, &r, j).write_bytes(0, c).unwrap();
-            r.set_slot(
-                j,
-                c.len() as u16,
-                if i + 1 < chunks.len() { 0x20 } else { 0 },
-            )
-            .unwrap();
+            r.set_slot(j, c.len() as u16, if i + 1 < chunks.len() { 0x20 } else { 0 }).unwrap();
             j = next(j, G.slots);
         }
         let csb = host_csb(dev, 1);
@@ -618,41 +454,17 @@ mod datapath {
         let s = Setup::new(G);
         let (dev, _tx, mut rx) = running(&s);
         let f = tcp4(300, false);
-        let t = host_delivers(
-            &s,
-            &dev,
-            0,
-            hdr(VIRTIO_NET_HDR_F_DATA_VALID, 0, 0, 0, 0),
-            &f,
-        );
+        let t = host_delivers(&s, &dev, 0, hdr(VIRTIO_NET_HDR_F_DATA_VALID, 0, 0, 0, 0), &f);
         let g = tcp4(400, false);
-        host_delivers(
-            &s,
-            &dev,
-            t,
-            hdr(
-                VIRTIO_NET_HDR_F_NEEDS_CSUM,
-                VIRTIO_NET_HDR_GSO_TCPV4,
-                200,
-                34,
-                16,
-            ),
-            &g,
-        );
+        host_delivers(&s, &dev, t, hdr(VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, 200, 34, 16), &g);
         let mut sink = Sink::default();
         let rep = dev.receive(0, &mut rx, 64, &mut sink);
         assert_eq!(rep.frames, 2);
         assert!(!rep.more);
         assert_eq!(sink.frames[0].0, f);
-        assert_eq!(
-            sink.frames[0].1.csum_flags,
-            CsumFlags::L4_CALC | CsumFlags::L4_VALID
-        );
+        assert_eq!(sink.frames[0].1.csum_flags, CsumFlags::L4_CALC | CsumFlags::L4_VALID);
         assert_eq!(sink.frames[1].0, g);
-        assert_eq!(
-            (sink.frames[1].1.lro_segsz, sink.frames[1].1.lro_nsegs),
-            (200, 2)
-        );
+        assert_eq!((sink.frames[1].1.lro_segsz, sink.frames[1].1.lro_nsegs), (200, 2));
         assert_eq!((rx.stats.packets.get(), rx.stats.lro.get()), (2, 1));
         // All slots released, interrupt re-armed for the empty ring.
         let csb = host_csb(&dev, 1);
@@ -664,33 +476,12 @@ mod datapath {
     fn receive_undoes_offloads_that_are_off() {
         let s = Setup::new(G);
         let (dev, _tx, mut rx) = running(&s);
-        dev.ifstate()
-            .set_capabilities(dev.ifstate().enabled() - IfCap::LRO - IfCap::RXCSUM)
-            .unwrap();
+        dev.ifstate().set_capabilities(dev.ifstate().enabled() - IfCap::LRO - IfCap::RXCSUM).unwrap();
         let g = tcp4(400, false);
-        host_delivers(
-            &s,
-            &dev,
-            0,
-            hdr(
-                VIRTIO_NET_HDR_F_NEEDS_CSUM,
-                VIRTIO_NET_HDR_GSO_TCPV4,
-                200,
-                34,
-                16,
-            ),
-            &g,
-        );
+        host_delivers(&s, &dev, 0, hdr(VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, 200, 34, 16), &g);
         let mut sink = Sink::default();
-        assert_eq!(
-            dev.receive(0, &mut rx, 64, &mut sink).frames,
-            2,
-            "segmented in two"
-        );
-        assert!(sink
-            .frames
-            .iter()
-            .all(|(b, i)| b.len() == 254 && i.csum_flags.is_empty()));
+        assert_eq!(dev.receive(0, &mut rx, 64, &mut sink).frames, 2, "segmented in two");
+        assert!(sink.frames.iter().all(|(b, i)| b.len() == 254 && i.csum_flags.is_empty()));
         assert_eq!(rx.stats.segmented.get(), 1);
     }
 
@@ -699,13 +490,7 @@ mod datapath {
         let s = Setup::new(G);
         let (dev, _tx, mut rx) = running(&s);
         let f = tcp4(50, false);
-        let mut t = host_delivers(
-            &s,
-            &dev,
-            0,
-            hdr(VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, 0, 200, 16),
-            &f,
-        );
+        let mut t = host_delivers(&s, &dev, 0, hdr(VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, 0, 200, 16), &f);
         t = host_delivers(&s, &dev, t, hdr(0, 0x33, 10, 0, 0), &f);
         t = host_delivers(&s, &dev, t, hdr(0, 0, 0, 0, 0), &f);
         // A slot with a buffer index outside the pool.
@@ -737,13 +522,7 @@ mod datapath {
         }
         let mut sink = Sink::default();
         let rep = dev.receive(0, &mut rx, 2, &mut sink);
-        assert_eq!(
-            rep,
-            crate::rx::RxReport {
-                frames: 2,
-                more: true
-            }
-        );
+        assert_eq!(rep, crate::rx::RxReport { frames: 2, more: true });
         sink.full = true;
         let rep = dev.receive(0, &mut rx, 2, &mut sink);
         assert_eq!((rep.frames, rx.stats.no_memory.get()), (0, 1));

@@ -12,6 +12,7 @@ use crate::device::Ptnet;
 use crate::kring::{advance, Dir, Kring};
 use crate::layout::{Buffers, RingLayout};
 use crate::net::caps::IfCap;
+use crate::net::cksum::Csum;
 use crate::net::frame::MAX_FRAGS;
 use crate::net::hdr::{self, ETHERTYPE_VLAN, MAX_HDR};
 use crate::net::offload::{tx_header, TxRefusal, TxRequest};
@@ -47,11 +48,7 @@ pub struct SwQueue<P, const N: usize> {
 
 impl<P, const N: usize> Default for SwQueue<P, N> {
     fn default() -> Self {
-        Self {
-            slots: core::array::from_fn(|_| None),
-            head: 0,
-            len: 0,
-        }
+        Self { slots: core::array::from_fn(|_| None), head: 0, len: 0 }
     }
 }
 
@@ -129,11 +126,7 @@ pub struct TxRing<P, const N: usize> {
 impl<P, const N: usize> TxRing<P, N> {
     /// A ring of `num_slots` slots with an empty queue.
     pub fn new(num_slots: u32) -> Self {
-        Self {
-            kring: Kring::new(Dir::Tx, num_slots),
-            queue: SwQueue::default(),
-            stats: TxStats::default(),
-        }
+        Self { kring: Kring::new(Dir::Tx, num_slots), queue: SwQueue::default(), stats: TxStats::default() }
     }
 
     /// Packets waiting in the software queue.
@@ -253,11 +246,7 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
             }
         }
         if wrote || waiting_for > 0 {
-            let opts = SyncOpts {
-                want_intr: waiting_for > 0,
-                want_space: waiting_for,
-                ..SyncOpts::default()
-            };
+            let opts = SyncOpts { want_intr: waiting_for > 0, want_space: waiting_for, ..SyncOpts::default() };
             let _ = self.txsync(idx, &mut ring.kring, opts);
         }
         Ok(())
@@ -265,18 +254,15 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
 
     fn log_refusal(&self, idx: u32, why: Refusal) {
         match why {
-            Refusal::Offload(e) => self.kernel().log(
-                LogLevel::Warning,
-                format_args!("tx ring {idx}: packet dropped: {e}"),
-            ),
-            Refusal::TooLarge(n) => self.kernel().log(
-                LogLevel::Warning,
-                format_args!("tx ring {idx}: {n}-byte packet dropped: too large"),
-            ),
-            Refusal::Copy => self.kernel().log(
-                LogLevel::Warning,
-                format_args!("tx ring {idx}: packet dropped: copy into the ring failed"),
-            ),
+            Refusal::Offload(e) => {
+                self.kernel().log(LogLevel::Warning, format_args!("tx ring {idx}: packet dropped: {e}"))
+            }
+            Refusal::TooLarge(n) => {
+                self.kernel().log(LogLevel::Warning, format_args!("tx ring {idx}: {n}-byte packet dropped: too large"))
+            }
+            Refusal::Copy => self
+                .kernel()
+                .log(LogLevel::Warning, format_args!("tx ring {idx}: packet dropped: copy into the ring failed")),
         }
     }
 
@@ -289,6 +275,7 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
         let len = p.len();
         let wire_len = len.saturating_add(tag_len);
         let hdr_len = self.info().vnet_hdr_len as usize;
+        let mut seed = None;
         let vhdr = if req.offloads() {
             if hdr_len == 0 {
                 return Encap::Refused(Refusal::Offload(TxRefusal::NotEnabled));
@@ -299,10 +286,14 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
                 Ok(h) => h,
                 Err(e) => return Encap::Refused(Refusal::Offload(TxRefusal::Headers(e))),
             };
-            match tx_header(&h, &req, self.ifstate().hwassist()) {
+            let v = match tx_header(&h, &req, self.ifstate().hwassist()) {
                 Ok(v) => v,
                 Err(e) => return Encap::Refused(Refusal::Offload(e)),
+            };
+            if v.gso_type != 0 {
+                seed = tso_seed(&prefix, &h).map(|(at, b)| (at.saturating_sub(tag_len), b));
             }
+            v
         } else {
             VirtioNetHdr::default()
         };
@@ -315,10 +306,20 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
             return Encap::NoRoom { need: need as u32 };
         }
         let mut w = SlotWriter::new(ring, bufs, k.rhead);
+        // Copies packet bytes [from, from + n), with the TSO seed patched in.
         let copy = |w: &mut SlotWriter<'_>, from: usize, n: usize| {
-            w.put(n, |b, at, done, m| {
-                p.copy_to(from.saturating_add(done), m, b, at)
-            })
+            let end = from.saturating_add(n);
+            let put = |w: &mut SlotWriter<'_>, a: usize, b: usize| {
+                w.put(b.saturating_sub(a), |buf, at, done, m| p.copy_to(a.saturating_add(done), m, buf, at))
+            };
+            match seed {
+                Some((at, bytes)) if at >= from && at.saturating_add(2) <= end => {
+                    put(w, from, at);
+                    w.bytes(&bytes);
+                    put(w, at.saturating_add(2), end);
+                }
+                _ => put(w, from, end),
+            }
         };
         let vb = vhdr.to_le_bytes();
         w.bytes(vb.get(..hdr_len).unwrap_or(&[]));
@@ -339,11 +340,23 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
         };
         k.rhead = advance(k.rhead, used, k.num_slots);
         k.rcur = k.rhead;
-        Encap::Sent {
-            csum: vhdr.flags != 0,
-            tso: vhdr.gso_type != 0,
-        }
+        Encap::Sent { csum: vhdr.flags != 0, tso: vhdr.gso_type != 0 }
     }
+}
+
+/// The TCP checksum field a TSO packet must carry towards the host: the
+/// pseudo-header sum including the TCP length, as virtio-net defines it
+/// for partial checksums and as Linux's segmentation relies on. FreeBSD's
+/// stack leaves the sum without the length for TSO (what hardware wants),
+/// so the driver adds it. Returns the field's wire offset and new bytes.
+fn tso_seed(prefix: &[u8; MAX_HDR], h: &hdr::Headers) -> Option<(usize, [u8; 2])> {
+    let at = h.l4_off.checked_add(16)?;
+    let old = prefix.get(at..at.checked_add(2)?)?;
+    let tcp_len = u32::try_from(h.frame_end.checked_sub(h.l4_off)?).ok()?;
+    let mut c = Csum::new();
+    c.add(old);
+    c.add_u32(tcp_len);
+    Some((at, c.fold().to_be_bytes()))
 }
 
 /// The first bytes of the frame as it goes on the wire (with the 802.1Q

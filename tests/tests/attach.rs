@@ -21,10 +21,7 @@ struct Lying {
 
 impl Mmio for Lying {
     fn read32(&self, off: u32) -> u32 {
-        self.lies
-            .get(&off)
-            .copied()
-            .unwrap_or_else(|| self.inner.read32(off))
+        self.lies.get(&off).copied().unwrap_or_else(|| self.inner.read32(off))
     }
     fn write32(&self, off: u32, val: u32) {
         self.inner.write32(off, val)
@@ -33,10 +30,7 @@ impl Mmio for Lying {
 
 fn lie(vm: &mut Vm, lies: &[(u32, u32)]) {
     let inner = vm.pci[0].io.clone();
-    vm.pci[0].io = Arc::new(Lying {
-        inner,
-        lies: lies.iter().copied().collect(),
-    });
+    vm.pci[0].io = Arc::new(Lying { inner, lies: lies.iter().copied().collect() });
 }
 
 /// Attach must fail with an error matching `want`, leave no guest memory
@@ -47,18 +41,9 @@ fn refused(vm: &mut Vm, cfg: ptnet::Config, want: impl Fn(&AttachError) -> bool)
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => panic!("attach to a lying device succeeded"),
     }
-    assert_eq!(
-        vm.kernel.mem.outstanding(),
-        (0, 0),
-        "attach failure leaked guest memory"
-    );
+    assert_eq!(vm.kernel.mem.outstanding(), (0, 0), "attach failure leaked guest memory");
     let dmesg = vm.kernel.dmesg();
-    assert!(
-        dmesg
-            .iter()
-            .any(|l| l.starts_with("ptnet0: error: attach failed:")),
-        "{dmesg:?}"
-    );
+    assert!(dmesg.iter().any(|l| l.starts_with("ptnet0: error: attach failed:")), "{dmesg:?}");
 }
 
 fn booted() -> World {
@@ -72,22 +57,10 @@ fn attach_reports_the_device_and_detach_frees_everything() {
     let ifp = vm.attach(ptnet::Config::default()).unwrap();
     let info = ifp.info();
     assert_eq!(info.mac, vm.mac);
-    assert_eq!(
-        (info.num_tx_rings, info.num_rx_rings, info.num_tx_slots),
-        (1, 1, 1024)
-    );
-    assert_eq!(
-        vm.kernel.mem.outstanding(),
-        (1, 2),
-        "the CSB: one allocation of two pages"
-    );
+    assert_eq!((info.num_tx_rings, info.num_rx_rings, info.num_tx_slots), (1, 1, 1024));
+    assert_eq!(vm.kernel.mem.outstanding(), (1, 2), "the CSB: one allocation of two pages");
     let line = &vm.kernel.dmesg()[0];
-    assert!(
-        line.contains(
-            "ptnet0: Ethernet address 02:00:00:00:00:01, 1 tx/1 rx rings, 1024/1024 slots"
-        ),
-        "{line}"
-    );
+    assert!(line.contains("ptnet0: Ethernet address 02:00:00:00:00:01, 1 tx/1 rx rings, 1024/1024 slots"), "{line}");
     assert!(line.contains("features <VNET_HDR>"), "{line}");
     drop(ifp);
     vm.detach().unwrap();
@@ -107,13 +80,7 @@ fn attach_detach_cycles_leak_nothing() {
         vm.detach().unwrap();
     }
     assert_eq!(vm.kernel.mem.outstanding(), (0, 0));
-    assert_eq!(
-        vm.dev
-            .stats
-            .creates
-            .load(std::sync::atomic::Ordering::Relaxed),
-        200
-    );
+    assert_eq!(vm.dev.stats.creates.load(std::sync::atomic::Ordering::Relaxed), 200);
 }
 
 #[test]
@@ -131,38 +98,26 @@ fn detach_while_open_is_refused_then_works() {
 
 #[test]
 fn zero_and_huge_ring_counts_are_refused() {
-    for (r, v) in [
-        (reg::NUM_TX_RINGS, 0),
-        (reg::NUM_RX_RINGS, 0),
-        (reg::NUM_TX_RINGS, 4096),
-        (reg::NUM_RX_RINGS, u32::MAX),
-    ] {
+    for (r, v) in
+        [(reg::NUM_TX_RINGS, 0), (reg::NUM_RX_RINGS, 0), (reg::NUM_TX_RINGS, 4096), (reg::NUM_RX_RINGS, u32::MAX)]
+    {
         let mut w = booted();
         lie(&mut w.vms[0], &[(r, v)]);
         refused(&mut w.vms[0], ptnet::Config::default(), |e| {
-            matches!(
-                e,
-                AttachError::BadRingCount { .. } | AttachError::NotEnoughVectors { .. }
-            )
+            matches!(e, AttachError::BadRingCount { .. } | AttachError::NotEnoughVectors { .. })
         });
     }
 }
 
 #[test]
 fn zero_and_huge_slot_counts_are_refused() {
-    for (r, v) in [
-        (reg::NUM_TX_SLOTS, 0),
-        (reg::NUM_RX_SLOTS, 1 << 24),
-        (reg::NUM_TX_SLOTS, 2048),
-    ] {
+    for (r, v) in [(reg::NUM_TX_SLOTS, 0), (reg::NUM_RX_SLOTS, 1 << 24), (reg::NUM_TX_SLOTS, 2048)] {
         let mut w = booted();
         lie(&mut w.vms[0], &[(r, v)]);
         refused(&mut w.vms[0], ptnet::Config::default(), |e| {
             matches!(
                 e,
-                AttachError::BadSlotCount { .. }
-                    | AttachError::RingMismatch { .. }
-                    | AttachError::BadRingOffset { .. }
+                AttachError::BadSlotCount { .. } | AttachError::RingMismatch { .. } | AttachError::BadRingOffset { .. }
             )
         });
     }
@@ -173,9 +128,7 @@ fn nifp_offset_outside_memory_is_refused() {
     for ofs in [u32::MAX - 3, 1 << 30, 4] {
         let mut w = booted();
         lie(&mut w.vms[0], &[(reg::NIFP_OFS, ofs)]);
-        refused(&mut w.vms[0], ptnet::Config::default(), |e| {
-            matches!(e, AttachError::BadNifpOffset { .. })
-        });
+        refused(&mut w.vms[0], ptnet::Config::default(), |e| matches!(e, AttachError::BadNifpOffset { .. }));
     }
 }
 
@@ -190,49 +143,32 @@ fn ring_offsets_outside_memory_are_refused() {
     for rel in [i64::MIN, -4096, 1 << 40, 12345] {
         let mut w = booted();
         set_ring_ofs(&w, 0, 1, rel);
-        refused(&mut w.vms[0], ptnet::Config::default(), |e| {
-            matches!(e, AttachError::BadRingOffset { .. })
-        });
+        refused(&mut w.vms[0], ptnet::Config::default(), |e| matches!(e, AttachError::BadRingOffset { .. }));
     }
 }
 
 #[test]
 fn overlapping_rings_are_refused() {
-    let mut w = World::boot(WorldConfig {
-        rings: 2,
-        ..WorldConfig::default()
-    });
+    let mut w = World::boot(WorldConfig { rings: 2, ..WorldConfig::default() });
     let port = w.vms[0].dev.port().clone();
     // RX ring 1 aliases RX ring 0 (ring_ofs order: tx0 tx1 rx0 rx1).
     let rx0 = port.rx[0].ring.ofs as i64 - port.nifp_ofs as i64;
     set_ring_ofs(&w, 0, 3, rx0);
-    refused(&mut w.vms[0], ptnet::Config::default(), |e| {
-        matches!(e, AttachError::RingsOverlap { .. })
-    });
+    refused(&mut w.vms[0], ptnet::Config::default(), |e| matches!(e, AttachError::RingsOverlap { .. }));
 }
 
 #[test]
 fn memory_id_mismatch_is_refused() {
     let mut w = booted();
     lie(&mut w.vms[0], &[(reg::HOSTMEMID, 99)]);
-    refused(&mut w.vms[0], ptnet::Config::default(), |e| {
-        matches!(e, AttachError::NoMemdev { memid: 99 })
-    });
+    refused(&mut w.vms[0], ptnet::Config::default(), |e| matches!(e, AttachError::NoMemdev { memid: 99 }));
 }
 
 #[test]
 fn feature_not_granted_is_refused_when_required() {
-    let mut w = World::boot(WorldConfig {
-        host_vnet_hdr: false,
-        ..WorldConfig::default()
-    });
-    let cfg = ptnet::Config {
-        want_vnet_hdr: true,
-        require_vnet_hdr: true,
-    };
-    refused(&mut w.vms[0], cfg, |e| {
-        matches!(e, AttachError::FeatureNotGranted { .. })
-    });
+    let mut w = World::boot(WorldConfig { host_vnet_hdr: false, ..WorldConfig::default() });
+    let cfg = ptnet::Config { want_vnet_hdr: true, require_vnet_hdr: true };
+    refused(&mut w.vms[0], cfg, |e| matches!(e, AttachError::FeatureNotGranted { .. }));
     // Without the requirement the same device attaches, without offloads.
     let ifp = w.vms[0].attach(ptnet::Config::default()).unwrap();
     assert!(ifp.info().features.is_empty());
@@ -243,9 +179,7 @@ fn feature_not_granted_is_refused_when_required() {
 fn features_beyond_the_request_are_refused() {
     let mut w = booted();
     lie(&mut w.vms[0], &[(reg::PTFEAT, 0x8001)]);
-    refused(&mut w.vms[0], ptnet::Config::default(), |e| {
-        matches!(e, AttachError::UnrequestedFeatures { .. })
-    });
+    refused(&mut w.vms[0], ptnet::Config::default(), |e| matches!(e, AttachError::UnrequestedFeatures { .. }));
 }
 
 #[test]
@@ -253,15 +187,8 @@ fn a_failed_ptctl_create_is_reported_and_retried() {
     let mut w = booted();
     lie(&mut w.vms[0], &[(reg::PTCTL, 22)]);
     let ifp = w.vms[0].attach(ptnet::Config::default()).unwrap();
-    let err = ifp
-        .open()
-        .err()
-        .expect("open must fail when PTCTL create fails");
-    assert!(
-        err.to_string()
-            .contains("PTCTL command 1 failed with error 22"),
-        "{err}"
-    );
+    let err = ifp.open().err().expect("open must fail when PTCTL create fails");
+    assert!(err.to_string().contains("PTCTL command 1 failed with error 22"), "{err}");
     drop(ifp);
     w.vms[0].detach().unwrap();
     assert_eq!(w.vms[0].kernel.mem.outstanding(), (0, 0));

@@ -14,8 +14,8 @@ use loom::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 use ptnet::csb::{
-    guest_rxsync, guest_txsync, kern_read, kern_sleep_check, kern_wants_interrupt, kern_write,
-    Barrier, CsbMem, Field, SyncOpts,
+    guest_rxsync, guest_txsync, kern_read, kern_sleep_check, kern_wants_interrupt, kern_write, Barrier, CsbMem, Field,
+    SyncOpts,
 };
 use ptnet::kring::{cyclic_dist, next, prev, Dir, Kring};
 
@@ -28,10 +28,7 @@ impl LoomCsb {
     /// The CSB as the host initialises it at `PTCTL` create.
     fn new(dir: Dir, n: u32, weak: bool) -> Self {
         let k = Kring::new(dir, n);
-        let c = Self {
-            f: Default::default(),
-            weak,
-        };
+        let c = Self { f: Default::default(), weak };
         c.store(Field::Hwcur, k.hwcur);
         c.store(Field::Hwtail, k.hwtail);
         c.store(Field::KernNeedKick, 1);
@@ -70,11 +67,7 @@ fn wait_done(done: &AtomicBool) {
     }
 }
 
-const OPTS: SyncOpts = SyncOpts {
-    force_reclaim: false,
-    want_intr: true,
-    want_space: 0,
-};
+const OPTS: SyncOpts = SyncOpts { force_reclaim: false, want_intr: true, want_space: 0 };
 
 /// Guest sends `total` packets on a TX ring of `n` slots; the host kloop
 /// (thread mode) consumes them. Either side sleeps (parks) only as the
@@ -195,13 +188,7 @@ fn explore(f: impl Fn() + Sync + Send + 'static) {
 /// reported a deadlock there.
 fn finds_lost_wakeup(name: &str) -> bool {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            name,
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["--ignored", "--exact", name, "--nocapture", "--test-threads=1"])
         .env("RUST_BACKTRACE", "0")
         .output()
         .expect("run the model in a child process");

@@ -11,13 +11,8 @@ use std::time::Duration;
 
 #[test]
 fn tcp_bulk_between_guests_with_tso() {
-    let cfg = WorldConfig {
-        driver: ptnet::Config {
-            want_vnet_hdr: true,
-            require_vnet_hdr: true,
-        },
-        ..WorldConfig::default()
-    };
+    let cfg =
+        WorldConfig { driver: ptnet::Config { want_vnet_hdr: true, require_vnet_hdr: true }, ..WorldConfig::default() };
     let w = world(cfg);
     let total = 16u64 << 20;
     let pattern = Pattern::new(1);
@@ -26,27 +21,12 @@ fn tcp_bulk_between_guests_with_tso() {
     let rx = std::thread::spawn(move || {
         let mut st = Stack::new(ifb, mb, &vm_addrs(1)).unwrap();
         let mut r = BulkReceiver::listen(&mut st, 5001, pattern);
-        assert!(
-            st.run_until(Duration::from_secs(60), |s| r.step(s)),
-            "receiver timed out at {}",
-            r.result().bytes
-        );
+        assert!(st.run_until(Duration::from_secs(60), |s| r.step(s)), "receiver timed out at {}", r.result().bytes);
         (r.result(), r.corrupt_at, st.stats())
     });
     let mut st = Stack::new(ifa, ma, &vm_addrs(0)).unwrap();
-    let mut s = BulkSender::connect(
-        &mut st,
-        IpAddress::Ipv4(vm_ipv4(1)),
-        5001,
-        40000,
-        total,
-        pattern,
-    );
-    assert!(
-        st.run_until(Duration::from_secs(60), |x| s.step(x)),
-        "sender timed out at {}",
-        s.result().bytes
-    );
+    let mut s = BulkSender::connect(&mut st, IpAddress::Ipv4(vm_ipv4(1)), 5001, 40000, total, pattern);
+    assert!(st.run_until(Duration::from_secs(60), |x| s.step(x)), "sender timed out at {}", s.result().bytes);
     // Keep answering until the receiver is done.
     let res = loop {
         st.run_until(Duration::from_millis(20), |_| false);
@@ -59,15 +39,8 @@ fn tcp_bulk_between_guests_with_tso() {
     assert_eq!(got.bytes, total);
     assert_eq!(got.digest, s.result().digest);
     let sst = st.stats();
-    eprintln!(
-        "sender {sst:?}\nreceiver {rstats:?}\nA {:?}\nB {:?}",
-        w.ifp(0).if_counters(),
-        w.ifp(1).if_counters()
-    );
-    assert!(
-        sst.tso_packets > 0 && sst.tso_max_bytes >= 32 << 10,
-        "{sst:?}"
-    );
+    eprintln!("sender {sst:?}\nreceiver {rstats:?}\nA {:?}\nB {:?}", w.ifp(0).if_counters(), w.ifp(1).if_counters());
+    assert!(sst.tso_packets > 0 && sst.tso_max_bytes >= 32 << 10, "{sst:?}");
     assert!(w.ifp(1).if_counters().rx_lro > 0);
 }
 
@@ -79,10 +52,7 @@ fn bulk(
     b: usize,
     total: u64,
     v6: bool,
-) -> (
-    ptnet_host_sim::guest::stack::StackStats,
-    ptnet_host_sim::guest::stack::StackStats,
-) {
+) -> (ptnet_host_sim::guest::stack::StackStats, ptnet_host_sim::guest::stack::StackStats) {
     use ptnet_host_sim::app::tcp::vm_ipv6;
     let pattern = Pattern::new(a as u64 * 31 + b as u64);
     let (ifa, ifb) = (w.ifp(a).clone(), w.ifp(b).clone());
@@ -95,17 +65,9 @@ fn bulk(
         (r.result(), r.corrupt_at, st.stats())
     });
     let mut st = Stack::new(ifa, ma, &vm_addrs(a)).unwrap();
-    let peer = if v6 {
-        IpAddress::Ipv6(vm_ipv6(b))
-    } else {
-        IpAddress::Ipv4(vm_ipv4(b))
-    };
+    let peer = if v6 { IpAddress::Ipv6(vm_ipv6(b)) } else { IpAddress::Ipv4(vm_ipv4(b)) };
     let mut s = BulkSender::connect(&mut st, peer, 5001, 40000, total, pattern);
-    assert!(
-        st.run_until(Duration::from_secs(60), |x| s.step(x)),
-        "sender timed out at {}",
-        s.result().bytes
-    );
+    assert!(st.run_until(Duration::from_secs(60), |x| s.step(x)), "sender timed out at {}", s.result().bytes);
     let (got, corrupt, rstats) = loop {
         st.run_until(Duration::from_millis(20), |_| false);
         if rx.is_finished() {
@@ -121,18 +83,8 @@ fn bulk(
 fn mixed_header_ports_are_bridged_by_the_switch() {
     use ptnet_host_sim::world::World;
     let mut w = World::boot(WorldConfig::default());
-    w.vms[0]
-        .attach(ptnet::Config {
-            want_vnet_hdr: true,
-            require_vnet_hdr: true,
-        })
-        .unwrap();
-    w.vms[1]
-        .attach(ptnet::Config {
-            want_vnet_hdr: false,
-            require_vnet_hdr: false,
-        })
-        .unwrap();
+    w.vms[0].attach(ptnet::Config { want_vnet_hdr: true, require_vnet_hdr: true }).unwrap();
+    w.vms[1].attach(ptnet::Config { want_vnet_hdr: false, require_vnet_hdr: false }).unwrap();
     assert_eq!(w.ifp(1).info().vnet_hdr_len, 0);
     for v6 in [false, true] {
         // With the header, TSO super-packets; the switch segments them

@@ -22,22 +22,13 @@ fn run(w: WorldConfig, p: PktgenConfig) -> Report {
 }
 
 fn pipe(mode: KloopMode, slots: u32, rings: u32) -> WorldConfig {
-    WorldConfig {
-        topology: Topology::Pipe,
-        mode,
-        slots,
-        rings,
-        ..WorldConfig::default()
-    }
+    WorldConfig { topology: Topology::Pipe, mode, slots, rings, ..WorldConfig::default() }
 }
 
 /// Nothing lost, duplicated, reordered or corrupted.
 fn assert_exactly_once(r: &Report, expected: u64) {
     assert_eq!(r.tx_pkts, expected, "sender did not send everything: {r:?}");
-    assert_eq!(
-        r.rx_pkts, expected,
-        "not everything arrived exactly once: {r:?}"
-    );
+    assert_eq!(r.rx_pkts, expected, "not everything arrived exactly once: {r:?}");
     assert_eq!((r.lost, r.dup_or_reordered, r.corrupt), (0, 0, 0), "{r:?}");
 }
 
@@ -50,10 +41,7 @@ fn assert_accounted(r: &Report) {
 }
 
 fn count(n: u64) -> PktgenConfig {
-    PktgenConfig {
-        count: n,
-        ..PktgenConfig::default()
-    }
+    PktgenConfig { count: n, ..PktgenConfig::default() }
 }
 
 #[test]
@@ -73,12 +61,7 @@ fn small_rings_wrap_around_thousands_of_times() {
     // 16 slots, 100k packets: each ring index is reused over 6000 times,
     // with full-ring back-pressure on every lap.
     for mode in [KloopMode::Direct, KloopMode::Thread] {
-        let p = PktgenConfig {
-            count: 100_000,
-            batch: 7,
-            size: 1514,
-            ..PktgenConfig::default()
-        };
+        let p = PktgenConfig { count: 100_000, batch: 7, size: 1514, ..PktgenConfig::default() };
         let r = run(pipe(mode, 16, 1), p);
         assert_exactly_once(&r, 100_000);
     }
@@ -87,11 +70,7 @@ fn small_rings_wrap_around_thousands_of_times() {
 #[test]
 fn several_rings_keep_per_ring_order() {
     for mode in [KloopMode::Direct, KloopMode::Thread] {
-        let p = PktgenConfig {
-            count: 100_000,
-            batch: 64,
-            ..PktgenConfig::default()
-        };
+        let p = PktgenConfig { count: 100_000, batch: 64, ..PktgenConfig::default() };
         let r = run(pipe(mode, 256, 4), p);
         // count is per sender and spread over its 4 rings.
         assert_exactly_once(&r, 100_000);
@@ -116,13 +95,7 @@ fn ptctl_delete_and_create_mid_traffic_lose_nothing() {
 #[test]
 fn vale_switch_accounts_for_every_packet() {
     for mode in [KloopMode::Direct, KloopMode::Thread] {
-        let r = run(
-            WorldConfig {
-                mode,
-                ..WorldConfig::default()
-            },
-            count(300_000),
-        );
+        let r = run(WorldConfig { mode, ..WorldConfig::default() }, count(300_000));
         assert_accounted(&r);
         assert!(r.rx_pkts > 0);
     }
@@ -130,12 +103,7 @@ fn vale_switch_accounts_for_every_packet() {
 
 #[test]
 fn vale_switch_is_lossless_below_saturation() {
-    let p = PktgenConfig {
-        count: 20_000,
-        rate: 200_000.0,
-        batch: 32,
-        ..PktgenConfig::default()
-    };
+    let p = PktgenConfig { count: 20_000, rate: 200_000.0, batch: 32, ..PktgenConfig::default() };
     let r = run(WorldConfig::default(), p);
     assert_eq!(r.switch_drops, 0, "{r:?}");
     assert_exactly_once(&r, 20_000);
@@ -143,18 +111,9 @@ fn vale_switch_is_lossless_below_saturation() {
 
 #[test]
 fn three_guests_exchange_traffic_through_the_switch() {
-    let w = WorldConfig {
-        guests: 3,
-        rings: 2,
-        ..WorldConfig::default()
-    };
-    let p = PktgenConfig {
-        function: Function::Txrx,
-        count: 50_000,
-        rate: 400_000.0,
-        batch: 64,
-        ..PktgenConfig::default()
-    };
+    let w = WorldConfig { guests: 3, rings: 2, ..WorldConfig::default() };
+    let p =
+        PktgenConfig { function: Function::Txrx, count: 50_000, rate: 400_000.0, batch: 64, ..PktgenConfig::default() };
     let r = run(w, p);
     assert_eq!(r.tx_pkts, 150_000);
     assert_accounted(&r);
@@ -164,18 +123,8 @@ fn three_guests_exchange_traffic_through_the_switch() {
 #[test]
 fn ping_round_trips_through_the_switch() {
     for mode in [KloopMode::Direct, KloopMode::Thread] {
-        let p = PktgenConfig {
-            function: Function::Ping,
-            count: 200,
-            ..PktgenConfig::default()
-        };
-        let r = run(
-            WorldConfig {
-                mode,
-                ..WorldConfig::default()
-            },
-            p,
-        );
+        let p = PktgenConfig { function: Function::Ping, count: 200, ..PktgenConfig::default() };
+        let r = run(WorldConfig { mode, ..WorldConfig::default() }, p);
         let l = r.latency.expect("ping reports latency");
         assert_eq!(l.samples, 200);
         assert!(l.min_us > 0.0 && l.min_us <= l.p50_us && l.p50_us <= l.max_us);

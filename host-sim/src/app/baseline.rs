@@ -82,13 +82,7 @@ impl Drop for Spsc {
 
 /// Moves `size`-byte packets for `duration` in batches of `batch` through a
 /// ring of `slots` buffers.
-pub fn run(
-    size: usize,
-    batch: u32,
-    slots: u32,
-    buf_size: usize,
-    duration: Duration,
-) -> BaselineReport {
+pub fn run(size: usize, batch: u32, slots: u32, buf_size: usize, duration: Duration) -> BaselineReport {
     let q = Arc::new(Spsc::new(slots, buf_size));
     let p = q.clone();
     let producer = std::thread::Builder::new()

@@ -72,17 +72,13 @@ fn payload_csum(p: &[u8]) -> u32 {
 /// computed from their values so a sender never reads back the bytes it
 /// just patched.
 fn fields_csum(kind: u16, src: u8, ring: u8, seq: u64) -> u32 {
-    let w0 =
-        u64::from(kind) | u64::from(src) << 16 | u64::from(ring) << 24 | (seq & 0xffff_ffff) << 32;
+    let w0 = u64::from(kind) | u64::from(src) << 16 | u64::from(ring) << 24 | (seq & 0xffff_ffff) << 32;
     let h = mix(mix(0xcbf2_9ce4_8422_2325, w0), seq >> 32);
     h as u32
 }
 
 fn ip_checksum(h: &[u8]) -> u16 {
-    let mut s: u32 = h
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-        .sum();
+    let mut s: u32 = h.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum();
     while s > 0xffff {
         s = (s & 0xffff) + (s >> 16);
     }
@@ -124,10 +120,7 @@ impl Template {
         }
         b[SRC_OFF] = src;
         let fill_csum = payload_csum(&b[FILL_OFF..]);
-        Self {
-            bytes: b,
-            fill_csum,
-        }
+        Self { bytes: b, fill_csum }
     }
 
     /// Frame length.
@@ -185,8 +178,7 @@ pub fn make_pong(pkt: &mut [u8]) {
     s.swap_with_slice(d);
     pkt[MAGIC_OFF..MAGIC_OFF + 2].copy_from_slice(&(Kind::Pong as u16).to_le_bytes());
     let seq = u64::from_le_bytes(pkt[SEQ_OFF..SEQ_OFF + 8].try_into().unwrap());
-    let c = fields_csum(Kind::Pong as u16, pkt[SRC_OFF], pkt[RING_OFF], seq)
-        ^ payload_csum(&pkt[FILL_OFF..]);
+    let c = fields_csum(Kind::Pong as u16, pkt[SRC_OFF], pkt[RING_OFF], seq) ^ payload_csum(&pkt[FILL_OFF..]);
     pkt[CSUM_OFF..CSUM_OFF + 4].copy_from_slice(&c.to_le_bytes());
 }
 
@@ -265,11 +257,7 @@ mod tests {
             let mut bad = pkt.clone();
             bad[i] ^= 0x10;
             // A damaged magic makes the frame foreign; anything else corrupt.
-            let want = if i < SRC_OFF {
-                Bad::Foreign
-            } else {
-                Bad::Corrupt
-            };
+            let want = if i < SRC_OFF { Bad::Foreign } else { Bad::Corrupt };
             assert_eq!(check(&bad), Err(want), "flip at byte {i} undetected");
         }
         let mut pong = pkt.clone();

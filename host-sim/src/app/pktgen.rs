@@ -230,10 +230,7 @@ fn send_one(port: &NetmapPort, frame: &[u8]) -> Result<bool, NmError> {
 
 /// Opens the port and announces the VM, then waits for every other VM to
 /// have done the same (even when this one failed, so none waits forever).
-fn joined(
-    sh: &Shared,
-    setup: impl FnOnce() -> Result<NetmapPort, NmError>,
-) -> Result<NetmapPort, NmError> {
+fn joined(sh: &Shared, setup: impl FnOnce() -> Result<NetmapPort, NmError>) -> Result<NetmapPort, NmError> {
     let port = setup();
     sh.ready.wait();
     port
@@ -261,8 +258,7 @@ struct Pacer {
 
 impl Shared {
     fn active(&self) {
-        self.last_activity
-            .fetch_max(self.t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.last_activity.fetch_max(self.t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
     }
 }
 
@@ -306,23 +302,14 @@ fn vm_thread(
     let scratch_len = info.buf_size as usize;
     let mut scratch = vec![0u8; scratch_len];
     let mut tracker = SeqTracker::default();
-    let mut tmpl = role
-        .send_to
-        .map(|d| Template::new(cfg.size, me as u8, world_macs[me], d as u8, world_macs[d]));
+    let mut tmpl = role.send_to.map(|d| Template::new(cfg.size, me as u8, world_macs[me], d as u8, world_macs[d]));
     let mut seqs = vec![0u64; info.num_tx_rings as usize];
     let mut sent = 0u64;
-    let pacer = Pacer {
-        start: Instant::now(),
-        rate: cfg.rate,
-    };
+    let pacer = Pacer { start: Instant::now(), rate: cfg.rate };
     let mut sending = tmpl.is_some();
     let mut idle_since: Option<Instant> = None;
-    let publish = |tracker: &SeqTracker| {
-        sh.vms[me].rx.store(
-            tracker.in_order + tracker.dup_or_reordered,
-            Ordering::Relaxed,
-        )
-    };
+    let publish =
+        |tracker: &SeqTracker| sh.vms[me].rx.store(tracker.in_order + tracker.dup_or_reordered, Ordering::Relaxed);
     loop {
         if sending {
             let stop = sh.stop.load(Ordering::Relaxed) || (cfg.count > 0 && sent >= cfg.count);
@@ -335,11 +322,7 @@ fn vm_thread(
                 let mut progress = 0;
                 for (i, seq) in seqs.iter_mut().enumerate() {
                     let ring = port.ring(Dir::Tx, i as u32).ok_or(NmError::NoRing)?;
-                    let left = if cfg.count > 0 {
-                        cfg.count - sent
-                    } else {
-                        u64::MAX
-                    };
+                    let left = if cfg.count > 0 { cfg.count - sent } else { u64::MAX };
                     let max = u64::from(cfg.batch).min(left);
                     let tmpl = tmpl.as_mut().expect("sender has a template");
                     let n = fill_burst(&ring, tmpl, i as u8, seq, max);
@@ -402,12 +385,7 @@ fn vm_thread(
     Ok(())
 }
 
-fn pinger(
-    ifp: Arc<PtnetIf>,
-    macs: Vec<[u8; 6]>,
-    cfg: PktgenConfig,
-    sh: Arc<Shared>,
-) -> Result<(), NmError> {
+fn pinger(ifp: Arc<PtnetIf>, macs: Vec<[u8; 6]>, cfg: PktgenConfig, sh: Arc<Shared>) -> Result<(), NmError> {
     let port = joined(&sh, || {
         let port = ifp.open()?;
         send_one(&port, &announce(macs[0]))?;
@@ -415,10 +393,7 @@ fn pinger(
     })?;
     let mut tmpl = Template::new(cfg.size, 0, macs[0], 1, macs[1]);
     let mut scratch = vec![0u8; ifp.info().buf_size as usize];
-    let pacer = Pacer {
-        start: Instant::now(),
-        rate: cfg.rate,
-    };
+    let pacer = Pacer { start: Instant::now(), rate: cfg.rate };
     let mut seq = 0u64;
     let mut rtts = Vec::new();
     while !sh.stop.load(Ordering::Relaxed) && (cfg.count == 0 || seq < cfg.count) {
@@ -481,14 +456,10 @@ fn ponger(ifp: Arc<PtnetIf>, macs: Vec<[u8; 6]>, sh: Arc<Shared>) -> Result<(), 
 }
 
 fn counters(world: &World) -> (u64, u64) {
-    world
-        .vms
-        .iter()
-        .filter_map(|vm| vm.ifp.as_ref())
-        .fold((0, 0), |(k, i), ifp| {
-            let c = ifp.total_counters();
-            (k + c.kicks, i + c.irqs)
-        })
+    world.vms.iter().filter_map(|vm| vm.ifp.as_ref()).fold((0, 0), |(k, i), ifp| {
+        let c = ifp.total_counters();
+        (k + c.kicks, i + c.irqs)
+    })
 }
 
 fn latency(mut rtts: Vec<Duration>) -> Option<Latency> {
@@ -517,38 +488,19 @@ pub fn run(world: &World, cfg: &PktgenConfig) -> Result<Report, String> {
     let macs: Vec<[u8; 6]> = world.vms.iter().map(|vm| vm.mac).collect();
     let roles: Vec<Role> = match cfg.function {
         Function::Tx | Function::Rx => vec![
-            Role {
-                vm: 0,
-                send_to: Some(1),
-                receive: false,
-                expect: 0,
-            },
-            Role {
-                vm: 1,
-                send_to: None,
-                receive: true,
-                expect: cfg.count,
-            },
+            Role { vm: 0, send_to: Some(1), receive: false, expect: 0 },
+            Role { vm: 1, send_to: None, receive: true, expect: cfg.count },
         ],
-        Function::Txrx => (0..n)
-            .map(|i| Role {
-                vm: i,
-                send_to: Some((i + 1) % n),
-                receive: true,
-                expect: cfg.count,
-            })
-            .collect(),
+        Function::Txrx => {
+            (0..n).map(|i| Role { vm: i, send_to: Some((i + 1) % n), receive: true, expect: cfg.count }).collect()
+        }
         Function::Ping => Vec::new(),
     };
     let senders = match cfg.function {
         Function::Ping => 1,
         _ => roles.iter().filter(|r| r.send_to.is_some()).count(),
     };
-    let threads = if cfg.function == Function::Ping {
-        2
-    } else {
-        roles.len()
-    };
+    let threads = if cfg.function == Function::Ping { 2 } else { roles.len() };
     let sh = Arc::new(Shared {
         ready: Barrier::new(threads),
         t0: Instant::now(),
@@ -563,40 +515,17 @@ pub fn run(world: &World, cfg: &PktgenConfig) -> Result<Report, String> {
     let start = Instant::now();
     let mut handles = Vec::new();
     let spawn = |name: String, f: Box<dyn FnOnce() -> Result<(), NmError> + Send>| {
-        std::thread::Builder::new()
-            .name(name)
-            .spawn(f)
-            .expect("spawn guest thread")
+        std::thread::Builder::new().name(name).spawn(f).expect("spawn guest thread")
     };
     if cfg.function == Function::Ping {
         let (a, b) = (world.ifp(0).clone(), world.ifp(1).clone());
-        let (m1, m2, s1, s2, c) = (
-            macs.clone(),
-            macs.clone(),
-            sh.clone(),
-            sh.clone(),
-            cfg.clone(),
-        );
-        handles.push(spawn(
-            "vm1-pong".into(),
-            Box::new(move || ponger(b, m2, s2)),
-        ));
-        handles.push(spawn(
-            "vm0-ping".into(),
-            Box::new(move || pinger(a, m1, c, s1)),
-        ));
+        let (m1, m2, s1, s2, c) = (macs.clone(), macs.clone(), sh.clone(), sh.clone(), cfg.clone());
+        handles.push(spawn("vm1-pong".into(), Box::new(move || ponger(b, m2, s2))));
+        handles.push(spawn("vm0-ping".into(), Box::new(move || pinger(a, m1, c, s1))));
     } else {
         for role in roles {
-            let (ifp, m, c, s) = (
-                world.ifp(role.vm).clone(),
-                macs.clone(),
-                cfg.clone(),
-                sh.clone(),
-            );
-            handles.push(spawn(
-                format!("vm{}-app", role.vm),
-                Box::new(move || vm_thread(ifp, m, role, c, s)),
-            ));
+            let (ifp, m, c, s) = (world.ifp(role.vm).clone(), macs.clone(), cfg.clone(), sh.clone());
+            handles.push(spawn(format!("vm{}-app", role.vm), Box::new(move || vm_thread(ifp, m, role, c, s))));
         }
     }
 

@@ -42,11 +42,7 @@ impl Pattern {
         while done < buf.len() {
             let n = (buf.len() - done).min(want.len());
             self.fill(at + done as u64, &mut want[..n]);
-            if let Some(d) = buf[done..done + n]
-                .iter()
-                .zip(&want[..n])
-                .position(|(a, b)| a != b)
-            {
+            if let Some(d) = buf[done..done + n].iter().zip(&want[..n]).position(|(a, b)| a != b) {
                 return done + d;
             }
             done += n;

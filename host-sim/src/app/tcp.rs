@@ -42,10 +42,7 @@ pub struct BulkSide {
 }
 
 fn sock(bufsize: usize) -> tcp::Socket<'static> {
-    let mut s = tcp::Socket::new(
-        tcp::SocketBuffer::new(vec![0; bufsize]),
-        tcp::SocketBuffer::new(vec![0; bufsize]),
-    );
+    let mut s = tcp::Socket::new(tcp::SocketBuffer::new(vec![0; bufsize]), tcp::SocketBuffer::new(vec![0; bufsize]));
     s.set_nagle_enabled(false);
     s
 }
@@ -63,27 +60,11 @@ pub struct BulkSender {
 
 impl BulkSender {
     /// Connects to `peer:port` and will send `total` bytes of `pattern`.
-    pub fn connect(
-        st: &mut Stack,
-        peer: IpAddress,
-        port: u16,
-        local_port: u16,
-        total: u64,
-        pattern: Pattern,
-    ) -> Self {
+    pub fn connect(st: &mut Stack, peer: IpAddress, port: u16, local_port: u16, total: u64, pattern: Pattern) -> Self {
         let mut s = sock(BULK_BUF);
-        s.connect(st.iface.context(), (peer, port), local_port)
-            .expect("connect");
+        s.connect(st.iface.context(), (peer, port), local_port).expect("connect");
         let h = st.sockets.add(s);
-        Self {
-            h,
-            pattern,
-            total,
-            sent: 0,
-            digest: Digest::default(),
-            start: None,
-            closed: false,
-        }
+        Self { h, pattern, total, sent: 0, digest: Digest::default(), start: None, closed: false }
     }
 
     /// Queues what the send buffer takes. Returns true when everything
@@ -93,8 +74,7 @@ impl BulkSender {
         if s.can_send() && self.sent < self.total {
             let start = *self.start.get_or_insert_with(Instant::now);
             let _ = start;
-            let (pattern, sent, total, digest) =
-                (&self.pattern, &mut self.sent, self.total, &mut self.digest);
+            let (pattern, sent, total, digest) = (&self.pattern, &mut self.sent, self.total, &mut self.digest);
             let _ = s.send(|buf| {
                 let n = ((total - *sent) as usize).min(buf.len());
                 pattern.fill(*sent, &mut buf[..n]);
@@ -121,11 +101,7 @@ impl BulkSender {
     /// What was sent.
     pub fn result(&self) -> BulkSide {
         let seconds = self.start.map_or(0.0, |s| s.elapsed().as_secs_f64());
-        BulkSide {
-            bytes: self.sent,
-            seconds,
-            digest: self.digest.0,
-        }
+        BulkSide { bytes: self.sent, seconds, digest: self.digest.0 }
     }
 }
 
@@ -146,14 +122,7 @@ impl BulkReceiver {
         let mut s = sock(BULK_BUF);
         s.listen(port).expect("listen");
         let h = st.sockets.add(s);
-        Self {
-            h,
-            pattern,
-            got: 0,
-            digest: Digest::default(),
-            start: None,
-            corrupt_at: None,
-        }
+        Self { h, pattern, got: 0, digest: Digest::default(), start: None, corrupt_at: None }
     }
 
     /// Drains the receive buffer. Returns true once the peer closed and
@@ -161,12 +130,8 @@ impl BulkReceiver {
     pub fn step(&mut self, st: &mut Stack) -> bool {
         let s = st.sockets.get_mut::<tcp::Socket>(self.h);
         while s.can_recv() {
-            let (pattern, got, digest, corrupt) = (
-                &self.pattern,
-                &mut self.got,
-                &mut self.digest,
-                &mut self.corrupt_at,
-            );
+            let (pattern, got, digest, corrupt) =
+                (&self.pattern, &mut self.got, &mut self.digest, &mut self.corrupt_at);
             self.start.get_or_insert_with(Instant::now);
             let _ = s.recv(|buf| {
                 let ok = pattern.matching(*got, buf);
@@ -188,11 +153,7 @@ impl BulkReceiver {
     /// What was received.
     pub fn result(&self) -> BulkSide {
         let seconds = self.start.map_or(0.0, |s| s.elapsed().as_secs_f64());
-        BulkSide {
-            bytes: self.got,
-            seconds,
-            digest: self.digest.0,
-        }
+        BulkSide { bytes: self.got, seconds, digest: self.digest.0 }
     }
 }
 

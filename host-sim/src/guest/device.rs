@@ -131,23 +131,13 @@ impl PtnetIf {
                 .find(|m| m.io.read32(mreg::MEMID) == memid)
                 .and_then(|m| Some((PciBar(m.io.clone()), m.mem_bar?)))
         };
-        let dev = Ptnet::attach(
-            os.clone(),
-            PciBar(f.io.clone()),
-            f.msix_vectors,
-            cfg,
-            find_memdev,
-        )
-        .map_err(|(_, _, e)| NmError::Attach(e))?;
+        let dev = Ptnet::attach(os.clone(), PciBar(f.io.clone()), f.msix_vectors, cfg, find_memdev)
+            .map_err(|(_, _, e)| NmError::Attach(e))?;
         let info = *dev.info();
         let ifp = Arc::new(Self {
             name,
-            tx: (0..info.num_tx_rings)
-                .map(|_| Mutex::new(TxRing::new(info.num_tx_slots)))
-                .collect(),
-            rx: (0..info.num_rx_rings)
-                .map(|_| Mutex::new(RxRing::new(info.num_rx_slots)))
-                .collect(),
+            tx: (0..info.num_tx_rings).map(|_| Mutex::new(TxRing::new(info.num_tx_slots))).collect(),
+            rx: (0..info.num_rx_rings).map(|_| Mutex::new(RxRing::new(info.num_rx_slots))).collect(),
             dev,
             os,
             waits: Default::default(),
@@ -222,26 +212,19 @@ impl PtnetIf {
 
     /// Driver counters of one ring.
     pub fn counters(&self, dir: Dir, idx: u32) -> QueueCounters {
-        self.dev
-            .stats(dir, idx)
-            .map(|s| s.snapshot())
-            .unwrap_or_default()
+        self.dev.stats(dir, idx).map(|s| s.snapshot()).unwrap_or_default()
     }
 
     /// Sum of the driver counters over all rings.
     pub fn total_counters(&self) -> QueueCounters {
         let info = self.info();
-        let rings = (0..info.num_tx_rings)
-            .map(|i| (Dir::Tx, i))
-            .chain((0..info.num_rx_rings).map(|i| (Dir::Rx, i)));
-        rings
-            .map(|(d, i)| self.counters(d, i))
-            .fold(QueueCounters::default(), |a, b| QueueCounters {
-                syncs: a.syncs + b.syncs,
-                kicks: a.kicks + b.kicks,
-                irqs: a.irqs + b.irqs,
-                host_errors: a.host_errors + b.host_errors,
-            })
+        let rings = (0..info.num_tx_rings).map(|i| (Dir::Tx, i)).chain((0..info.num_rx_rings).map(|i| (Dir::Rx, i)));
+        rings.map(|(d, i)| self.counters(d, i)).fold(QueueCounters::default(), |a, b| QueueCounters {
+            syncs: a.syncs + b.syncs,
+            kicks: a.kicks + b.kicks,
+            irqs: a.irqs + b.irqs,
+            host_errors: a.host_errors + b.host_errors,
+        })
     }
 
     /// Every ring locked, TX first (ring-number order).

@@ -41,9 +41,7 @@ impl TxPacket for SimPacket {
     }
 
     fn copy_to(&self, off: usize, len: usize, dst: &SharedRegion, dst_off: usize) -> bool {
-        self.data
-            .get(off..off + len)
-            .is_some_and(|b| dst.write_bytes(dst_off, b).is_ok())
+        self.data.get(off..off + len).is_some_and(|b| dst.write_bytes(dst_off, b).is_ok())
     }
 }
 
@@ -67,11 +65,7 @@ pub struct InputQueue {
 impl InputQueue {
     /// A queue of at most `limit` frames.
     pub fn new(limit: usize) -> Self {
-        Self {
-            frames: VecDeque::new(),
-            limit,
-            building: None,
-        }
+        Self { frames: VecDeque::new(), limit, building: None }
     }
 
     /// The oldest frame.
@@ -95,10 +89,7 @@ impl FrameSink for InputQueue {
         if self.frames.len() >= self.limit {
             return false;
         }
-        self.building = Some(RxFrame {
-            data: Vec::with_capacity(len),
-            info: *info,
-        });
+        self.building = Some(RxFrame { data: Vec::with_capacity(len), info: *info });
         true
     }
 
@@ -174,9 +165,8 @@ fn pick_ring(p: &SimPacket, rings: usize) -> usize {
                         L4::Other(_) => 0..0,
                     };
                     let bytes = p.data[a..b].iter().chain(&p.data[ports]);
-                    bytes.fold(0xcbf2_9ce4_8422_2325u64, |h, &x| {
-                        (h ^ u64::from(x)).wrapping_mul(0x100_0000_01b3)
-                    }) as usize
+                    bytes.fold(0xcbf2_9ce4_8422_2325u64, |h, &x| (h ^ u64::from(x)).wrapping_mul(0x100_0000_01b3))
+                        as usize
                 }
                 Err(_) => 0,
             }
@@ -256,9 +246,7 @@ impl PtnetIf {
         for (i, ring) in self.rx.iter().enumerate() {
             let bit = 1u64 << (ntx + i);
             if bits & bit != 0 {
-                let rep = self
-                    .dev
-                    .receive(i as u32, &mut ring.lock().unwrap(), budget, input);
+                let rep = self.dev.receive(i as u32, &mut ring.lock().unwrap(), budget, input);
                 if rep.more {
                     self.pending.fetch_or(bit, Ordering::AcqRel);
                 }
@@ -266,9 +254,7 @@ impl PtnetIf {
         }
         for (i, ring) in self.tx.iter().enumerate() {
             if bits & (1 << i) != 0 {
-                let _ = self
-                    .dev
-                    .transmit(i as u32, &mut ring.lock().unwrap(), None, drop);
+                let _ = self.dev.transmit(i as u32, &mut ring.lock().unwrap(), None, drop);
             }
         }
         self.pending.load(Ordering::Acquire) != 0
@@ -320,10 +306,7 @@ impl PtnetIf {
 
     /// Interface counters, summed over the rings.
     pub fn if_counters(&self) -> IfCounters {
-        let mut c = IfCounters {
-            oqdrops: self.netmap_drops.load(Ordering::Relaxed),
-            ..IfCounters::default()
-        };
+        let mut c = IfCounters { oqdrops: self.netmap_drops.load(Ordering::Relaxed), ..IfCounters::default() };
         for r in &self.tx {
             let s = &r.lock().unwrap().stats;
             c.opackets += s.packets.get();

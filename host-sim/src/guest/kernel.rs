@@ -34,13 +34,7 @@ impl IrqController {
 
 impl Interrupts for IrqController {
     fn raise(&self, vector: u32) {
-        let h = self
-            .handlers
-            .read()
-            .unwrap()
-            .get(vector as usize)
-            .cloned()
-            .flatten();
+        let h = self.handlers.read().unwrap().get(vector as usize).cloned().flatten();
         match h {
             Some(h) => h(),
             None => {
@@ -103,11 +97,7 @@ pub struct GuestOs {
 impl GuestOs {
     /// Services for device `dev`.
     pub fn new(kernel: Arc<GuestKernel>, dev: &str) -> Self {
-        Self {
-            kernel,
-            dev: dev.to_string(),
-            dma: Arc::default(),
-        }
+        Self { kernel, dev: dev.to_string(), dma: Arc::default() }
     }
 
     /// DMA allocations this device holds.
@@ -121,10 +111,7 @@ impl Kernel for GuestOs {
         let pages = self.kernel.mem.alloc(size, align)?;
         let region = self.kernel.mem.region(pages.gpa, pages.len)?;
         self.dma.lock().unwrap().push(pages);
-        Some(DmaMemory {
-            region,
-            paddr: pages.gpa,
-        })
+        Some(DmaMemory { region, paddr: pages.gpa })
     }
 
     fn free_dma(&self, mem: DmaMemory) {
@@ -133,10 +120,7 @@ impl Kernel for GuestOs {
             let pages = dma.swap_remove(i);
             self.kernel.mem.free(pages);
         } else {
-            self.kernel.printf(format!(
-                "{}: free of unknown DMA memory {:#x}",
-                self.dev, mem.paddr
-            ));
+            self.kernel.printf(format!("{}: free of unknown DMA memory {:#x}", self.dev, mem.paddr));
         }
     }
 

@@ -79,10 +79,7 @@ impl PtnetIf {
             publish(self, dir, idx, k, true);
             return Err(NmError::Inval);
         }
-        let opts = SyncOpts {
-            want_intr: true,
-            ..SyncOpts::default()
-        };
+        let opts = SyncOpts { want_intr: true, ..SyncOpts::default() };
         let res = match dir {
             Dir::Tx => self.dev.txsync(idx, k, opts),
             Dir::Rx => self.dev.rxsync(idx, k, opts),
@@ -93,14 +90,8 @@ impl PtnetIf {
 
     fn with_kring<T>(&self, dir: Dir, idx: u32, f: impl FnOnce(&mut Kring) -> T) -> Option<T> {
         match dir {
-            Dir::Tx => self
-                .tx
-                .get(idx as usize)
-                .map(|r| f(&mut r.lock().unwrap().kring)),
-            Dir::Rx => self
-                .rx
-                .get(idx as usize)
-                .map(|r| f(&mut r.lock().unwrap().kring)),
+            Dir::Tx => self.tx.get(idx as usize).map(|r| f(&mut r.lock().unwrap().kring)),
+            Dir::Rx => self.rx.get(idx as usize).map(|r| f(&mut r.lock().unwrap().kring)),
         }
     }
 }
@@ -124,17 +115,12 @@ impl NetmapPort {
 
     /// The application's mapping of ring `idx` of direction `dir`.
     pub fn ring(&self, dir: Dir, idx: u32) -> Option<AppRing> {
-        Some(AppRing {
-            ring: layout(&self.ifp, dir, idx)?,
-            bufs: self.ifp.dev.layout().buffers,
-        })
+        Some(AppRing { ring: layout(&self.ifp, dir, idx)?, bufs: self.ifp.dev.layout().buffers })
     }
 
     /// `ioctl(NIOCTXSYNC)` / `ioctl(NIOCRXSYNC)` on one ring.
     pub fn sync(&self, dir: Dir, idx: u32) -> Result<(), NmError> {
-        self.ifp
-            .with_kring(dir, idx, |k| self.ifp.nm_sync(dir, idx, k))
-            .ok_or(NmError::NoRing)?
+        self.ifp.with_kring(dir, idx, |k| self.ifp.nm_sync(dir, idx, k)).ok_or(NmError::NoRing)?
     }
 
     /// `poll()` on every ring of a direction: syncs them, and if none has
@@ -152,9 +138,7 @@ impl NetmapPort {
             let seen = wq.seq();
             let mut ready = false;
             for i in 0..n {
-                let ok = self.ifp.with_kring(dir, i, |k| {
-                    self.ifp.nm_sync(dir, i, k).map(|_| !k.would_block())
-                });
+                let ok = self.ifp.with_kring(dir, i, |k| self.ifp.nm_sync(dir, i, k).map(|_| !k.would_block()));
                 ready |= ok.ok_or(NmError::NoRing)??;
             }
             if ready {

@@ -23,9 +23,7 @@ use ptnet::net::cksum::{pseudo_v4, pseudo_v6, Csum, PROTO_TCP, PROTO_UDP};
 use ptnet::net::hdr::{self, tcp_flags, Headers, L3, L4};
 use ptnet::net::offload::TxRequest;
 use smoltcp::iface::{Config, Interface, PollResult, SocketSet};
-use smoltcp::phy::{
-    Checksum, ChecksumCapabilities, Device, DeviceCapabilities, Medium, RxToken, TxToken,
-};
+use smoltcp::phy::{Checksum, ChecksumCapabilities, Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::time::Instant as SInstant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr};
 use std::sync::Arc;
@@ -86,18 +84,12 @@ fn be32(b: &[u8], at: usize) -> u32 {
 fn pseudo(f: &[u8], h: &Headers, proto: u8, len: u32) -> Csum {
     let l3 = h.l3_off;
     match h.l3 {
-        L3::V4 => pseudo_v4(
-            f[l3 + 12..l3 + 16].try_into().unwrap(),
-            f[l3 + 16..l3 + 20].try_into().unwrap(),
-            proto,
-            len,
-        ),
-        L3::V6 => pseudo_v6(
-            f[l3 + 8..l3 + 24].try_into().unwrap(),
-            f[l3 + 24..l3 + 40].try_into().unwrap(),
-            proto,
-            len,
-        ),
+        L3::V4 => {
+            pseudo_v4(f[l3 + 12..l3 + 16].try_into().unwrap(), f[l3 + 16..l3 + 20].try_into().unwrap(), proto, len)
+        }
+        L3::V6 => {
+            pseudo_v6(f[l3 + 8..l3 + 24].try_into().unwrap(), f[l3 + 24..l3 + 40].try_into().unwrap(), proto, len)
+        }
     }
 }
 
@@ -165,10 +157,7 @@ impl TxPath {
             (L3::V6, L4::Udp) => (CsumFlags::IP6_UDP, CsumFlags::empty()),
             _ => (CsumFlags::empty(), CsumFlags::empty()),
         };
-        if !tso_flag.is_empty()
-            && assist.contains(csum_flag | tso_flag)
-            && self.merge(ifp, &frame, &h)
-        {
+        if !tso_flag.is_empty() && assist.contains(csum_flag | tso_flag) && self.merge(ifp, &frame, &h) {
             return;
         }
         self.flush(ifp);
@@ -176,10 +165,7 @@ impl TxPath {
         fill_checksum(&mut frame, &h, offload, true);
         let req = if offload {
             self.stats.tx_csum_offload += 1;
-            TxRequest {
-                csum_flags: csum_flag,
-                ..TxRequest::default()
-            }
+            TxRequest { csum_flags: csum_flag, ..TxRequest::default() }
         } else {
             if !csum_flag.is_empty() {
                 self.stats.tx_sw_csum += 1;
@@ -215,12 +201,7 @@ impl TxPath {
                 && p.frame[h.l4_off + 14..h.l4_off + 16] == f[h.l4_off + 14..h.l4_off + 16]
                 && p.frame[h.l4_off + 20..h.hdr_end()] == f[h.l4_off + 20..h.hdr_end()];
             let fits = p.frame.len() - p.h.l3_off + payload <= MAX_DATAGRAM;
-            if same_headers
-                && seq == p.next_seq
-                && p.last_payload == p.mss
-                && payload <= p.mss
-                && fits
-            {
+            if same_headers && seq == p.next_seq && p.last_payload == p.mss && payload <= p.mss && fits {
                 p.frame.extend_from_slice(&f[h.hdr_end()..h.frame_end]);
                 p.frame[p.h.l4_off + 13] |= flags & tcp_flags::PSH;
                 p.next_seq = seq.wrapping_add(payload as u32);
@@ -274,18 +255,11 @@ impl TxPath {
             self.stats.tso_packets += 1;
             self.stats.tso_segments += u64::from(p.segs);
             self.stats.tso_max_bytes = self.stats.tso_max_bytes.max(f.len() as u64);
-            TxRequest {
-                csum_flags: csum | tso,
-                tso_segsz: p.mss as u16,
-                ..TxRequest::default()
-            }
+            TxRequest { csum_flags: csum | tso, tso_segsz: p.mss as u16, ..TxRequest::default() }
         } else {
             fill_checksum(f, &h, true, true);
             self.stats.tx_csum_offload += 1;
-            TxRequest {
-                csum_flags: csum,
-                ..TxRequest::default()
-            }
+            TxRequest { csum_flags: csum, ..TxRequest::default() }
         };
         self.out(ifp, p.frame, req);
     }
@@ -346,21 +320,12 @@ impl Device for SimDevice<'_> {
                     continue;
                 }
             }
-            return Some((
-                Rx(frame.data),
-                Tx {
-                    ifp: self.ifp,
-                    path: self.tx,
-                },
-            ));
+            return Some((Rx(frame.data), Tx { ifp: self.ifp, path: self.tx }));
         }
     }
 
     fn transmit(&mut self, _t: SInstant) -> Option<Tx<'_>> {
-        Some(Tx {
-            ifp: self.ifp,
-            path: self.tx,
-        })
+        Some(Tx { ifp: self.ifp, path: self.tx })
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
@@ -390,35 +355,27 @@ pub struct Stack {
 
 impl Stack {
     /// Brings `ifp` up and configures a stack with `addrs` on it.
-    pub fn new(
-        ifp: Arc<PtnetIf>,
-        mac: [u8; 6],
-        addrs: &[IpCidr],
-    ) -> Result<Self, super::device::NmError> {
+    pub fn new(ifp: Arc<PtnetIf>, mac: [u8; 6], addrs: &[IpCidr]) -> Result<Self, super::device::NmError> {
         ifp.if_up()?;
         let mut input = InputQueue::new(4096);
         let mut tx = TxPath::default();
         let t0 = Instant::now();
         let config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
-        let mut dev = SimDevice {
-            ifp: &ifp,
-            input: &mut input,
-            tx: &mut tx,
-        };
+        let mut dev = SimDevice { ifp: &ifp, input: &mut input, tx: &mut tx };
         let mut iface = Interface::new(config, &mut dev, SInstant::from_micros(0));
         iface.update_ip_addrs(|a| {
             for c in addrs {
                 let _ = a.push(*c);
             }
         });
-        Ok(Self {
-            ifp,
-            iface,
-            sockets: SocketSet::new(Vec::new()),
-            input,
-            tx,
-            t0,
-        })
+        Ok(Self { ifp, iface, sockets: SocketSet::new(Vec::new()), input, tx, t0 })
+    }
+
+    /// Routes everything off the LAN through the given routers.
+    pub fn add_default_routes(&mut self, v4: smoltcp::wire::Ipv4Address, v6: smoltcp::wire::Ipv6Address) {
+        let r = self.iface.routes_mut();
+        let _ = r.add_default_ipv4_route(v4);
+        let _ = r.add_default_ipv6_route(v6);
     }
 
     /// smoltcp time.
@@ -437,28 +394,18 @@ impl Stack {
         let more = self.ifp.service(&mut self.input, RX_BUDGET);
         let now = self.now();
         self.tx.emitted = 0;
-        let mut dev = SimDevice {
-            ifp: &self.ifp,
-            input: &mut self.input,
-            tx: &mut self.tx,
-        };
+        let mut dev = SimDevice { ifp: &self.ifp, input: &mut self.input, tx: &mut self.tx };
         let r = self.iface.poll(now, &mut dev, &mut self.sockets);
         if self.tx.emitted == 0 {
             self.tx.flush(&self.ifp);
         }
-        more || r == PollResult::SocketStateChanged
-            || !self.input.is_empty()
-            || self.tx.pending.is_some()
+        more || r == PollResult::SocketStateChanged || !self.input.is_empty() || self.tx.pending.is_some()
     }
 
     /// Runs the stack until `done` says so or `timeout` passes, sleeping
     /// between interrupts and smoltcp's timers. Returns whether `done`
     /// became true.
-    pub fn run_until(
-        &mut self,
-        timeout: Duration,
-        mut done: impl FnMut(&mut Self) -> bool,
-    ) -> bool {
+    pub fn run_until(&mut self, timeout: Duration, mut done: impl FnMut(&mut Self) -> bool) -> bool {
         let end = Instant::now() + timeout;
         loop {
             let token = self.ifp.idle_token();
@@ -475,9 +422,7 @@ impl Stack {
                 let delay = self
                     .iface
                     .poll_delay(t, &self.sockets)
-                    .map_or(Duration::from_millis(50), |d| {
-                        Duration::from_micros(d.total_micros())
-                    });
+                    .map_or(Duration::from_millis(50), |d| Duration::from_micros(d.total_micros()));
                 let delay = delay.min(end - now).min(Duration::from_millis(50));
                 if !delay.is_zero() {
                     self.ifp.idle(token, delay);

@@ -17,9 +17,7 @@
 use super::port::{fire, HostKring, HostRing, NmPort, NotifyList, Waker};
 use crate::guest_mem::GuestMemory;
 use crate::hv::Interrupts;
-use ptnet::csb::{
-    kern_read, kern_sleep_check, kern_wants_interrupt, kern_write, CsbMem, CsbRing, Field,
-};
+use ptnet::csb::{kern_read, kern_sleep_check, kern_wants_interrupt, kern_write, CsbMem, CsbRing, Field};
 use ptnet::kring::{prev, Dir, Kring};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -118,10 +116,7 @@ impl RingKloop {
         if mode == KloopMode::Thread {
             let me = k.clone();
             let name = format!("kloop-{}-{}{}", k.port.name, k.dir, k.idx);
-            let h = std::thread::Builder::new()
-                .name(name)
-                .spawn(move || me.thread_main())
-                .expect("spawn kloop thread");
+            let h = std::thread::Builder::new().name(name).spawn(move || me.thread_main()).expect("spawn kloop thread");
             let _ = k.thread.set(h.thread().clone());
             *k.join.lock().unwrap() = Some(h);
         }
@@ -146,9 +141,7 @@ impl RingKloop {
     }
 
     fn ring(&self) -> &HostRing {
-        self.port
-            .ring(self.dir, self.idx)
-            .expect("kloop ring exists")
+        self.port.ring(self.dir, self.idx).expect("kloop ring exists")
     }
 
     /// A guest kick or a backend notification.
@@ -175,18 +168,11 @@ impl RingKloop {
     /// (so no wakeup is lost and the ring is never processed twice at once).
     fn run_direct(&self) {
         loop {
-            match self
-                .run
-                .compare_exchange(IDLE, RUNNING, Ordering::AcqRel, Ordering::Acquire)
-            {
+            match self.run.compare_exchange(IDLE, RUNNING, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => break,
                 Err(RERUN) => return,
                 Err(_) => {
-                    if self
-                        .run
-                        .compare_exchange(RUNNING, RERUN, Ordering::AcqRel, Ordering::Acquire)
-                        .is_ok()
-                    {
+                    if self.run.compare_exchange(RUNNING, RERUN, Ordering::AcqRel, Ordering::Acquire).is_ok() {
                         return;
                     }
                 }
@@ -194,11 +180,7 @@ impl RingKloop {
         }
         loop {
             self.process();
-            if self
-                .run
-                .compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
+            if self.run.compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Acquire).is_ok() {
                 return;
             }
             self.run.store(RUNNING, Ordering::Release);
@@ -255,10 +237,7 @@ impl RingKloop {
         loop {
             let hk = {
                 let mut hk = ring.kring.lock().unwrap();
-                let mut view = Kring {
-                    hwtail: hk.rtail,
-                    ..hk.k
-                };
+                let mut view = Kring { hwtail: hk.rtail, ..hk.k };
                 if view.tx_prologue(head, cur).is_err() {
                     drop(hk);
                     self.guest_error();

@@ -73,22 +73,10 @@ unsafe impl Sync for HostMemory {}
 impl HostMemory {
     /// Creates allocator `memid` with geometry `cfg`.
     pub fn new(memid: u32, cfg: MemConfig) -> Self {
-        let pool = |ofs: usize, num: u32, size: u32| Pool {
-            ofs,
-            objnum: num,
-            objsize: size,
-        };
+        let pool = |ofs: usize, num: u32, size: u32| Pool { ofs, objnum: num, objsize: size };
         let if_pool = pool(0, cfg.if_num, cfg.if_size);
-        let ring_pool = pool(
-            if_pool.end().unwrap().next_multiple_of(PAGE),
-            cfg.ring_num,
-            cfg.ring_size,
-        );
-        let buf_pool = pool(
-            ring_pool.end().unwrap().next_multiple_of(PAGE),
-            cfg.buf_num,
-            cfg.buf_size,
-        );
+        let ring_pool = pool(if_pool.end().unwrap().next_multiple_of(PAGE), cfg.ring_num, cfg.ring_size);
+        let buf_pool = pool(ring_pool.end().unwrap().next_multiple_of(PAGE), cfg.buf_num, cfg.buf_size);
         let size = buf_pool.end().unwrap().next_multiple_of(PAGE);
         let layout = Layout::from_size_align(size, PAGE).expect("host memory layout");
         // SAFETY: non-zero size.
@@ -123,16 +111,12 @@ impl HostMemory {
     /// The buffer pool.
     pub fn buffers(&self) -> Buffers {
         let b = self.buf_pool;
-        let region = self
-            .region()
-            .sub(b.ofs, b.bytes().unwrap())
-            .expect("buffer pool inside memory");
+        let region = self.region().sub(b.ofs, b.bytes().unwrap()).expect("buffer pool inside memory");
         Buffers::new(region, b.objnum, b.objsize)
     }
 
     fn take(list: &mut Vec<u32>, pool: &Pool) -> Option<usize> {
-        list.pop()
-            .map(|i| pool.ofs + i as usize * pool.objsize as usize)
+        list.pop().map(|i| pool.ofs + i as usize * pool.objsize as usize)
     }
 
     /// Allocates a `netmap_if`; returns its offset.

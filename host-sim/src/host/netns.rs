@@ -16,31 +16,21 @@ pub struct Netns {
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 fn ip(args: &[&str]) -> io::Result<()> {
-    let out = Command::new("ip").args(args).output().map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("running `ip` (Debian package iproute2): {e}"),
-        )
-    })?;
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| io::Error::new(e.kind(), format!("running `ip` (Debian package iproute2): {e}")))?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(io::Error::other(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
+        Err(io::Error::other(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim())))
     }
 }
 
 impl Netns {
     /// Creates a fresh namespace named after `prefix`, with loopback up.
     pub fn create(prefix: &str) -> io::Result<Self> {
-        let name = format!(
-            "{prefix}-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
+        let name = format!("{prefix}-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
         ip(&["netns", "add", &name])?;
         let ns = Self { name };
         ns.ip(&["link", "set", "lo", "up"])?;
@@ -54,6 +44,13 @@ impl Netns {
         ip(&full)
     }
 
+    /// Runs a command (`sysctl`, `ethtool`) inside the namespace.
+    pub fn exec(&self, args: &[&str]) -> io::Result<()> {
+        let mut full = vec!["netns", "exec", self.name.as_str()];
+        full.extend_from_slice(args);
+        ip(&full)
+    }
+
     /// Runs `f` on a thread that has entered the namespace; sockets and
     /// devices it creates belong to the namespace.
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> io::Result<T> {
@@ -62,10 +59,7 @@ impl Netns {
 
     /// [`Netns::run`] by namespace name, for threads that do not hold the
     /// [`Netns`].
-    pub fn enter<T: Send + 'static>(
-        name: &str,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> io::Result<T> {
+    pub fn enter<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> io::Result<T> {
         let path = format!("/var/run/netns/{name}");
         std::thread::spawn(move || -> io::Result<T> {
             let ns = std::fs::File::open(&path)?;

@@ -15,19 +15,10 @@ struct PipeEnd {
 }
 
 /// Creates the two ends `name{N` and `name}N` of pipe `N`, in `mem`.
-pub fn pipe(
-    name: &str,
-    id: u32,
-    mem: Arc<HostMemory>,
-    cfg: PortConfig,
-) -> (Arc<NmPort>, Arc<NmPort>) {
+pub fn pipe(name: &str, id: u32, mem: Arc<HostMemory>, cfg: PortConfig) -> (Arc<NmPort>, Arc<NmPort>) {
     let (a_peer, b_peer) = (Arc::new(OnceLock::new()), Arc::new(OnceLock::new()));
-    let a_end = Box::new(PipeEnd {
-        peer: a_peer.clone(),
-    });
-    let b_end = Box::new(PipeEnd {
-        peer: b_peer.clone(),
-    });
+    let a_end = Box::new(PipeEnd { peer: a_peer.clone() });
+    let b_end = Box::new(PipeEnd { peer: b_peer.clone() });
     let a = NmPort::create(&format!("{name}{{{id}"), mem.clone(), cfg, None, a_end);
     let b = NmPort::create(&format!("{name}}}{id}"), mem, cfg, Some(&a), b_end);
     let _ = a_peer.set(Arc::downgrade(&b));
@@ -45,22 +36,12 @@ fn copy_slot(from: &HostRing, to: &HostRing, j: u32) -> u16 {
     let (f, t) = (&from.ring, &to.ring);
     let flags = f.slot_flags(j).unwrap_or(0);
     let _ = t.set_slot_buf_idx(j, f.slot_buf_idx(j).unwrap_or(0));
-    let _ = t.set_slot(
-        j,
-        f.slot_len(j).unwrap_or(0),
-        flags & !SlotFlags::BUF_CHANGED.bits(),
-    );
+    let _ = t.set_slot(j, f.slot_len(j).unwrap_or(0), flags & !SlotFlags::BUF_CHANGED.bits());
     flags
 }
 
 impl Backend for PipeEnd {
-    fn txsync(
-        &self,
-        _port: &Arc<NmPort>,
-        ring: &HostRing,
-        k: &mut HostKring,
-        notify: &mut NotifyList,
-    ) {
+    fn txsync(&self, _port: &Arc<NmPort>, ring: &HostRing, k: &mut HostKring, notify: &mut NotifyList) {
         let Some(peer) = self.peer() else { return };
         let Some(rx) = peer.ring(Dir::Rx, ring.idx) else {
             return;
@@ -86,13 +67,7 @@ impl Backend for PipeEnd {
         }
     }
 
-    fn rxsync(
-        &self,
-        _port: &Arc<NmPort>,
-        ring: &HostRing,
-        k: &mut HostKring,
-        notify: &mut NotifyList,
-    ) {
+    fn rxsync(&self, _port: &Arc<NmPort>, ring: &HostRing, k: &mut HostKring, notify: &mut NotifyList) {
         let Some(peer) = self.peer() else { return };
         let Some(tx) = peer.ring(Dir::Tx, ring.idx) else {
             return;

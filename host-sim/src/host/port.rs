@@ -70,21 +70,9 @@ pub type NotifyList = Vec<(Arc<NmPort>, Dir, u32)>;
 /// What a port does on txsync and rxsync (netmap's `nm_sync` callbacks).
 pub trait Backend: Send + Sync {
     /// Consumes `[hwcur, rhead)` of TX ring `ring` and updates the kring.
-    fn txsync(
-        &self,
-        port: &Arc<NmPort>,
-        ring: &HostRing,
-        k: &mut HostKring,
-        notify: &mut NotifyList,
-    );
+    fn txsync(&self, port: &Arc<NmPort>, ring: &HostRing, k: &mut HostKring, notify: &mut NotifyList);
     /// Takes back `[hwcur, rhead)` of RX ring `ring` and updates the kring.
-    fn rxsync(
-        &self,
-        port: &Arc<NmPort>,
-        ring: &HostRing,
-        k: &mut HostKring,
-        notify: &mut NotifyList,
-    );
+    fn rxsync(&self, port: &Arc<NmPort>, ring: &HostRing, k: &mut HostKring, notify: &mut NotifyList);
 }
 
 /// A host netmap port.
@@ -147,27 +135,13 @@ impl NmPort {
             let n = cfg.slots;
             let bytes = RingLayout::bytes(n).unwrap();
             let rr = region.sub(ofs, bytes).unwrap();
-            let ring = RingLayout {
-                dir,
-                ofs,
-                region: rr,
-                num_slots: n,
-            };
+            let ring = RingLayout { dir, ofs, region: rr, num_slots: n };
             let h32 = |field: usize, v: u32| rr.store_u32(field, v).unwrap();
-            rr.store_u64(
-                offset_of!(NetmapRing, buf_ofs),
-                (mem.buf_pool.ofs as i64 - ofs as i64) as u64,
-            )
-            .unwrap();
+            rr.store_u64(offset_of!(NetmapRing, buf_ofs), (mem.buf_pool.ofs as i64 - ofs as i64) as u64).unwrap();
             h32(offset_of!(NetmapRing, num_slots), n);
             h32(offset_of!(NetmapRing, nr_buf_size), mem.buf_pool.objsize);
-            rr.store_u16(offset_of!(NetmapRing, ringid), idx as u16)
-                .unwrap();
-            let d = if dir == Dir::Tx {
-                NetmapRing::DIR_TX
-            } else {
-                NetmapRing::DIR_RX
-            };
+            rr.store_u16(offset_of!(NetmapRing, ringid), idx as u16).unwrap();
+            let d = if dir == Dir::Tx { NetmapRing::DIR_TX } else { NetmapRing::DIR_RX };
             rr.store_u16(offset_of!(NetmapRing, dir), d).unwrap();
             let kring = Kring::new(dir, n);
             h32(offset_of!(NetmapRing, head), kring.rhead);
@@ -182,22 +156,16 @@ impl NmPort {
                     None => mem.alloc_buf().expect("buffer pool exhausted"),
                 };
                 ring.set_slot_buf_idx(i, buf).unwrap();
-                ring.set_slot(i, mem.buf_pool.objsize.min(u16::MAX as u32) as u16, 0)
-                    .unwrap();
+                ring.set_slot(i, mem.buf_pool.objsize.min(u16::MAX as u32) as u16, 0).unwrap();
             }
             let ring_ofs_entry = |k: u32| nifp_ofs + NetmapIf::RING_OFS_OFFSET + 8 * k as usize;
             let k = if dir == Dir::Tx { idx } else { cfg.rings + idx };
-            region
-                .store_u64(ring_ofs_entry(k), (ofs as i64 - nifp_ofs as i64) as u64)
-                .unwrap();
+            region.store_u64(ring_ofs_entry(k), (ofs as i64 - nifp_ofs as i64) as u64).unwrap();
             HostRing {
                 dir,
                 idx,
                 ring,
-                kring: Mutex::new(HostKring {
-                    k: kring,
-                    rtail: kring.hwtail,
-                }),
+                kring: Mutex::new(HostKring { k: kring, rtail: kring.hwtail }),
                 fwd: Mutex::new(()),
                 waker: RwLock::new(None),
                 drops: AtomicU64::new(0),
@@ -205,15 +173,7 @@ impl NmPort {
         };
         let tx = (0..cfg.rings).map(|i| make(Dir::Tx, i)).collect();
         let rx = (0..cfg.rings).map(|i| make(Dir::Rx, i)).collect();
-        Arc::new(Self {
-            name: name.to_string(),
-            mem,
-            nifp_ofs,
-            tx,
-            rx,
-            vnet_hdr_len: AtomicU32::new(0),
-            backend,
-        })
+        Arc::new(Self { name: name.to_string(), mem, nifp_ofs, tx, rx, vnet_hdr_len: AtomicU32::new(0), backend })
     }
 
     /// Ring `idx` of direction `dir`.
@@ -231,11 +191,7 @@ impl NmPort {
 
     /// Total drops over all rings.
     pub fn drops(&self) -> u64 {
-        self.tx
-            .iter()
-            .chain(&self.rx)
-            .map(|r| r.drops.load(Ordering::Relaxed))
-            .sum()
+        self.tx.iter().chain(&self.rx).map(|r| r.drops.load(Ordering::Relaxed)).sum()
     }
 }
 

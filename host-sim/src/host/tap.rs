@@ -38,10 +38,29 @@ pub const TAP_HDR: usize = 10;
 /// Largest frame the device hands over (64 KiB GSO plus headers).
 const MAX_READ: usize = 65536 + 64;
 
-/// Addresses of the Linux side.
+/// IPv4 address of the Linux end of the TAP device (the guests' LAN).
 pub const LINUX_IPV4: &str = "10.0.0.254";
-/// IPv6 address of the Linux side.
+/// IPv6 address of the Linux end of the TAP device.
 pub const LINUX_IPV6: &str = "fd00::fe";
+/// IPv4 address of the far Linux host behind the router.
+pub const FAR_IPV4: &str = "10.1.0.2";
+/// IPv6 address of the far Linux host.
+pub const FAR_IPV6: &str = "fd01::2";
+
+/// Where the Linux peer sits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// In the TAP device's namespace: Linux delivers locally, trusting
+    /// partial checksums and taking GSO packets whole.
+    Local,
+    /// In a second namespace, reached through the first acting as a router
+    /// whose egress veth has checksum and segmentation offloads off: Linux
+    /// must complete every checksum and segment every GSO packet in
+    /// software from the fields of our virtio-net headers, so a wrong
+    /// `csum_start`, `csum_offset`, `hdr_len` or `gso_size` corrupts the
+    /// stream and the far end's checks catch it.
+    Routed,
+}
 
 #[repr(C)]
 struct IfReq {
@@ -69,35 +88,18 @@ fn open_tap(name: &str) -> io::Result<OwnedFd> {
     }
     // SAFETY: fd was just opened and is owned by nothing else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let mut req = IfReq {
-        name: [0; libc::IFNAMSIZ],
-        flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR,
-        _pad: [0; 22],
-    };
-    for (d, s) in req
-        .name
-        .iter_mut()
-        .zip(name.bytes().take(libc::IFNAMSIZ - 1))
-    {
+    let mut req = IfReq { name: [0; libc::IFNAMSIZ], flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR, _pad: [0; 22] };
+    for (d, s) in req.name.iter_mut().zip(name.bytes().take(libc::IFNAMSIZ - 1)) {
         *d = s as libc::c_char;
     }
     let hdr: libc::c_int = TAP_HDR as libc::c_int;
     // SAFETY: each ioctl gets the argument type the TUN driver expects
     // (struct ifreq, int, unsigned int) and a valid fd.
     unsafe {
-        ioctl_check(
-            libc::ioctl(fd.as_raw_fd(), TUNSETIFF, &mut req),
-            "TUNSETIFF",
-        )?;
-        ioctl_check(
-            libc::ioctl(fd.as_raw_fd(), TUNSETVNETHDRSZ, &hdr),
-            "TUNSETVNETHDRSZ",
-        )?;
+        ioctl_check(libc::ioctl(fd.as_raw_fd(), TUNSETIFF, &mut req), "TUNSETIFF")?;
+        ioctl_check(libc::ioctl(fd.as_raw_fd(), TUNSETVNETHDRSZ, &hdr), "TUNSETVNETHDRSZ")?;
         let offloads = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
-        ioctl_check(
-            libc::ioctl(fd.as_raw_fd(), TUNSETOFFLOAD, offloads as libc::c_ulong),
-            "TUNSETOFFLOAD",
-        )?;
+        ioctl_check(libc::ioctl(fd.as_raw_fd(), TUNSETOFFLOAD, offloads as libc::c_ulong), "TUNSETOFFLOAD")?;
     }
     Ok(fd)
 }
@@ -127,8 +129,10 @@ impl Waker for WriterWaker {
 
 /// A TAP device in its own namespace, bridged to a switch port.
 pub struct TapBridge {
-    /// The namespace holding the device and the Linux peer.
+    /// The namespace holding the device.
     pub netns: Netns,
+    /// The namespace of the far host, for [`Peer::Routed`].
+    pub far: Option<Netns>,
     /// The switch port.
     pub port: Arc<NmPort>,
     /// Counters.
@@ -140,27 +144,21 @@ pub struct TapBridge {
 
 impl TapBridge {
     /// Creates a namespace with a TAP device `tap0` (addresses
-    /// [`LINUX_IPV4`]/24 and [`LINUX_IPV6`]/64, MTU `mtu`) and attaches it
+    /// [`LINUX_IPV4`]/24 and [`LINUX_IPV6`]/64, MTU `mtu`), for
+    /// [`Peer::Routed`] a far namespace behind it, and attaches the device
     /// to `sw` as a port with a virtio-net header.
-    pub fn attach(sw: &Arc<Vale>, cfg: PortConfig, mtu: u32) -> io::Result<Self> {
+    pub fn attach(sw: &Arc<Vale>, cfg: PortConfig, mtu: u32, peer: Peer) -> io::Result<Self> {
         let netns = Netns::create("ptnet-tap")?;
         let fd = Arc::new(netns.run(|| open_tap("tap0"))??);
         netns.ip(&["link", "set", "tap0", "mtu", &mtu.to_string()])?;
         netns.ip(&["addr", "add", &format!("{LINUX_IPV4}/24"), "dev", "tap0"])?;
-        netns.ip(&[
-            "-6",
-            "addr",
-            "add",
-            &format!("{LINUX_IPV6}/64"),
-            "dev",
-            "tap0",
-            "nodad",
-        ])?;
+        netns.ip(&["-6", "addr", "add", &format!("{LINUX_IPV6}/64"), "dev", "tap0", "nodad"])?;
         netns.ip(&["link", "set", "tap0", "up"])?;
-        let mem = Arc::new(HostMemory::new(
-            100,
-            super::mem::MemConfig::for_ports(1, cfg.rings, cfg.slots, 2048, 0),
-        ));
+        let far = match peer {
+            Peer::Local => None,
+            Peer::Routed => Some(route_to_far(&netns)?),
+        };
+        let mem = Arc::new(HostMemory::new(100, super::mem::MemConfig::for_ports(1, cfg.rings, cfg.slots, 2048, 0)));
         let port = sw.attach("tap", mem, cfg);
         port.vnet_hdr_len.store(TAP_HDR as u32, Ordering::Relaxed);
         let stats = Arc::new(TapStats::default());
@@ -176,9 +174,8 @@ impl TapBridge {
         }
         {
             let (p, fd, stats, stop) = (port.clone(), fd.clone(), stats.clone(), stop.clone());
-            let h = std::thread::Builder::new()
-                .name("tap-tx".into())
-                .spawn(move || to_linux(&p, &fd, &stats, &stop))?;
+            let h =
+                std::thread::Builder::new().name("tap-tx".into()).spawn(move || to_linux(&p, &fd, &stats, &stop))?;
             let waker = Arc::new(WriterWaker(OnceLock::new()));
             let _ = waker.0.set(h.thread().clone());
             for r in &port.rx {
@@ -186,14 +183,51 @@ impl TapBridge {
             }
             threads.push(h);
         }
-        Ok(Self {
-            netns,
-            port,
-            stats,
-            stop,
-            threads,
-            fd,
-        })
+        Ok(Self { netns, far, port, stats, stop, threads, fd })
+    }
+}
+
+/// Sets up the far namespace, the veth between it and `lan`, and routing
+/// in `lan` with the veth's offloads off (see [`Peer::Routed`]).
+fn route_to_far(lan: &Netns) -> io::Result<Netns> {
+    let far = Netns::create("ptnet-far")?;
+    lan.ip(&["link", "add", "veth-lan", "type", "veth", "peer", "name", "veth-far", "netns", &far.name])?;
+    lan.ip(&["addr", "add", "10.1.0.1/24", "dev", "veth-lan"])?;
+    lan.ip(&["-6", "addr", "add", "fd01::1/64", "dev", "veth-lan", "nodad"])?;
+    lan.ip(&["link", "set", "veth-lan", "up"])?;
+    far.ip(&["addr", "add", &format!("{FAR_IPV4}/24"), "dev", "veth-far"])?;
+    far.ip(&["-6", "addr", "add", &format!("{FAR_IPV6}/64"), "dev", "veth-far", "nodad"])?;
+    far.ip(&["link", "set", "veth-far", "up"])?;
+    far.ip(&["route", "add", "default", "via", "10.1.0.1"])?;
+    far.ip(&["-6", "route", "add", "default", "via", "fd01::1"])?;
+    lan.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    lan.exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])?;
+    lan.exec(&["ethtool", "-K", "veth-lan", "tx", "off", "tso", "off", "gso", "off"])?;
+    Ok(far)
+}
+
+impl TapBridge {
+    /// The namespace of the Linux peer.
+    pub fn peer_netns(&self) -> &Netns {
+        self.far.as_ref().unwrap_or(&self.netns)
+    }
+
+    /// The Linux peer's IPv4 address.
+    pub fn peer_ipv4(&self) -> &'static str {
+        if self.far.is_some() {
+            FAR_IPV4
+        } else {
+            LINUX_IPV4
+        }
+    }
+
+    /// The Linux peer's IPv6 address.
+    pub fn peer_ipv6(&self) -> &'static str {
+        if self.far.is_some() {
+            FAR_IPV6
+        } else {
+            LINUX_IPV6
+        }
     }
 }
 
@@ -215,11 +249,7 @@ impl Drop for TapBridge {
 
 /// Waits up to `ms` for the fd to be readable.
 fn readable(fd: &OwnedFd, ms: i32) -> bool {
-    let mut p = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
+    let mut p = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
     // SAFETY: one valid pollfd.
     unsafe { libc::poll(&mut p, 1, ms) > 0 }
 }
@@ -291,10 +321,7 @@ fn to_linux(port: &Arc<NmPort>, fd: &OwnedFd, stats: &TapStats, stop: &AtomicBoo
             let mut frags = Frags::new(&bufs, 0);
             let mut k = j;
             loop {
-                let (b, l) = (
-                    ring.ring.slot_buf_idx(k).unwrap_or(0),
-                    ring.ring.slot_len(k).unwrap_or(0),
-                );
+                let (b, l) = (ring.ring.slot_buf_idx(k).unwrap_or(0), ring.ring.slot_len(k).unwrap_or(0));
                 frags.push(b, l);
                 let more = ring.ring.slot_flags(k).unwrap_or(0) & 0x20 != 0;
                 k = next(k, n);

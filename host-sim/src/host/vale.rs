@@ -101,19 +101,10 @@ impl Vale {
     }
 
     /// Creates a port (`vale0:<name>`) in its own memory allocator.
-    pub fn attach(
-        self: &Arc<Self>,
-        name: &str,
-        mem: Arc<HostMemory>,
-        cfg: PortConfig,
-    ) -> Arc<NmPort> {
+    pub fn attach(self: &Arc<Self>, name: &str, mem: Arc<HostMemory>, cfg: PortConfig) -> Arc<NmPort> {
         let mut ports = self.ports.write().unwrap();
         let port_no = ports.len() as u16;
-        let backend = ValePort {
-            sw: Arc::downgrade(self),
-            port_no,
-            last_smac: AtomicU64::new(u64::MAX),
-        };
+        let backend = ValePort { sw: Arc::downgrade(self), port_no, last_smac: AtomicU64::new(u64::MAX) };
         let full = format!("{}:{}", self.name, name);
         let port = NmPort::create(&full, mem, cfg, None, Box::new(backend));
         ports.push(port.clone());
@@ -142,15 +133,7 @@ impl Vale {
 impl ValePort {
     /// Walks the packet starting at slot `first`, validating every
     /// fragment, and finds its destination.
-    fn scan(
-        &self,
-        sw: &Vale,
-        src: &NmPort,
-        ring: &HostRing,
-        bufs: &Buffers,
-        first: u32,
-        head: u32,
-    ) -> Scan {
+    fn scan(&self, sw: &Vale, src: &NmPort, ring: &HostRing, bufs: &Buffers, first: u32, head: u32) -> Scan {
         let r = &ring.ring;
         let (mut j, mut frags, mut valid) = (first, 0u32, true);
         let mut head_frag = None;
@@ -188,18 +171,8 @@ impl ValePort {
                 self.last_smac.store(smac, Ordering::Relaxed);
                 sw.learn(smac, self.port_no);
             }
-            let dst = if eth[0] & 1 == 0 {
-                sw.lookup(dmac)
-            } else {
-                BROADCAST
-            };
-            Some(Fwd {
-                first,
-                frags,
-                dst,
-                len,
-                buf,
-            })
+            let dst = if eth[0] & 1 == 0 { sw.lookup(dmac) } else { BROADCAST };
+            Some(Fwd { first, frags, dst, len, buf })
         })();
         Scan::Packet { next: j, fwd }
     }
@@ -247,10 +220,7 @@ fn forward(
             let (sb, len) = if f == 0 {
                 (Some(p.buf), p.len)
             } else {
-                (
-                    s.slot_buf_idx(j).and_then(|i| src_bufs.get(i)),
-                    s.slot_len(j).unwrap_or(0),
-                )
+                (s.slot_buf_idx(j).and_then(|i| src_bufs.get(i)), s.slot_len(j).unwrap_or(0))
             };
             let copied = (|| {
                 let sb = sb?;
@@ -258,11 +228,7 @@ fn forward(
                 (u32::from(len) <= dst_bufs.buf_size()).then_some(())?;
                 db.copy_from_region(0, &sb, 0, len as usize).ok()
             })();
-            let more = if f + 1 < p.frags {
-                SlotFlags::MOREFRAG.bits()
-            } else {
-                0
-            };
+            let more = if f + 1 < p.frags { SlotFlags::MOREFRAG.bits() } else { 0 };
             d.set_slot(tail, if copied.is_some() { len } else { 0 }, more);
             tail = next(tail, d.num_slots);
             j = next(j, s.num_slots);
@@ -299,16 +265,12 @@ fn forward_converting(
         let mut frags = Frags::new(src_bufs, src_hdr);
         let mut j = p.first;
         for _ in 0..p.frags {
-            let (b, l) = (
-                src.ring.slot_buf_idx(j).unwrap_or(0),
-                src.ring.slot_len(j).unwrap_or(0),
-            );
+            let (b, l) = (src.ring.slot_buf_idx(j).unwrap_or(0), src.ring.slot_len(j).unwrap_or(0));
             frags.push(b, l);
             j = next(j, src.ring.num_slots);
         }
         let mut raw = [0u8; 12];
-        let vhdr = (src_hdr > 0 && frags.read_raw(0, &mut raw[..src_hdr]))
-            .then(|| VirtioNetHdr::from_le_bytes(&raw));
+        let vhdr = (src_hdr > 0 && frags.read_raw(0, &mut raw[..src_hdr])).then(|| VirtioNetHdr::from_le_bytes(&raw));
         let offload = match vhdr.map(|h| rx_interpret(&h, frags.len())) {
             Some(Ok(o)) => Some(o),
             Some(Err(_)) => {
@@ -327,19 +289,13 @@ fn forward_converting(
         }
         let mut hb = [0u8; hdr::MAX_HDR];
         let n = frags.len().min(hdr::MAX_HDR);
-        let parsed = frags
-            .read(0, &mut hb[..n])
-            .then(|| hdr::parse(&hb[..n], frags.len()).ok())
-            .flatten();
+        let parsed = frags.read(0, &mut hb[..n]).then(|| hdr::parse(&hb[..n], frags.len()).ok()).flatten();
         let ok = match offload {
             Some(RxOffload { gso: Some(g), .. }) => match parsed {
                 Some(h) => segment_tcp(&frags, &h, g.mss, &FrameInfo::default(), &mut sink).is_ok(),
                 None => false,
             },
-            Some(RxOffload {
-                csum: RxCsum::Partial { start, offset },
-                ..
-            }) => {
+            Some(RxOffload { csum: RxCsum::Partial { start, offset }, .. }) => {
                 let patch = complete_csum(&frags, start, offset);
                 patch.is_some() && {
                     emit_frame(&frags, &mut sink, &FrameInfo::default(), patch);
@@ -362,13 +318,7 @@ fn forward_converting(
 }
 
 impl Backend for ValePort {
-    fn txsync(
-        &self,
-        port: &Arc<NmPort>,
-        ring: &HostRing,
-        k: &mut HostKring,
-        notify: &mut NotifyList,
-    ) {
+    fn txsync(&self, port: &Arc<NmPort>, ring: &HostRing, k: &mut HostKring, notify: &mut NotifyList) {
         let Some(sw) = self.sw.upgrade() else { return };
         let ports = sw.ports.read().unwrap();
         let bufs = port.mem.buffers();
@@ -410,10 +360,7 @@ impl Backend for ValePort {
                 let dbufs = dport.mem.buffers();
                 let nrx = dport.rx.len() as u32;
                 let mut touched = 0u64;
-                let mut pkts = batch
-                    .iter()
-                    .filter(|p| p.dst == d || p.dst == BROADCAST)
-                    .peekable();
+                let mut pkts = batch.iter().filter(|p| p.dst == d || p.dst == BROADCAST).peekable();
                 while let Some(first) = pkts.next() {
                     let rid_of = |p: &Fwd| {
                         if p.dst == BROADCAST {
@@ -450,13 +397,7 @@ impl Backend for ValePort {
         });
     }
 
-    fn rxsync(
-        &self,
-        _port: &Arc<NmPort>,
-        _ring: &HostRing,
-        k: &mut HostKring,
-        _notify: &mut NotifyList,
-    ) {
+    fn rxsync(&self, _port: &Arc<NmPort>, _ring: &HostRing, k: &mut HostKring, _notify: &mut NotifyList) {
         // Slots before head are free again for the forwarders.
         k.k.hwcur = k.k.rhead;
     }

@@ -117,10 +117,7 @@ impl PtnetDevice {
         let n = self.num_rings() as usize;
         let (gh, hg) = (Self::gpa(st.csb_gh), Self::gpa(st.csb_hg));
         let len = n * CSB_ENTRY_SIZE;
-        let (Some(atok), Some(ktoa)) = (
-            self.guest_mem.region(gh, len),
-            self.guest_mem.region(hg, len),
-        ) else {
+        let (Some(atok), Some(ktoa)) = (self.guest_mem.region(gh, len), self.guest_mem.region(hg, len)) else {
             return EFAULT;
         };
         let rings: Vec<(Dir, u32)> = (0..self.port.tx.len() as u32)
@@ -131,13 +128,7 @@ impl PtnetDevice {
             let Some(csb) = CsbRing::new(&atok, &ktoa, id) else {
                 return EFAULT;
             };
-            let hk = *self
-                .port
-                .ring(dir, idx)
-                .expect("ring")
-                .kring
-                .lock()
-                .unwrap();
+            let hk = *self.port.ring(dir, idx).expect("ring").kring.lock().unwrap();
             csb.store(Field::Head, hk.k.rhead);
             csb.store(Field::Cur, hk.k.rcur);
             csb.store(Field::ApplNeedKick, 1);

@@ -139,10 +139,7 @@ pub fn apply(current: IfCap, requested: IfCap, supported: IfCap) -> Result<IfCap
         return Err(CapError::Unsupported(extra));
     }
     let mut next = requested;
-    for (tso, csum) in [
-        (IfCap::TSO4, IfCap::TXCSUM),
-        (IfCap::TSO6, IfCap::TXCSUM_IPV6),
-    ] {
+    for (tso, csum) in [(IfCap::TSO4, IfCap::TXCSUM), (IfCap::TSO6, IfCap::TXCSUM_IPV6)] {
         if next.contains(tso) && !next.contains(csum) {
             if !current.intersects(tso | csum) {
                 return Err(CapError::TsoNeedsTxcsum(tso));
@@ -163,19 +160,13 @@ const FRAME_OVERHEAD: u32 = 18;
 /// Largest MTU: an IP datagram of 64 KiB, or what `max_frags` buffers of
 /// `buf_size` bytes can carry after the virtio-net header.
 pub fn max_mtu(buf_size: u32, max_frags: u32, vnet_hdr_len: u32) -> u32 {
-    let frame = buf_size
-        .saturating_mul(max_frags)
-        .saturating_sub(vnet_hdr_len);
+    let frame = buf_size.saturating_mul(max_frags).saturating_sub(vnet_hdr_len);
     frame.saturating_sub(FRAME_OVERHEAD).min(65535)
 }
 
 /// Whether `mtu` is acceptable with capabilities `enabled`.
 pub fn mtu_ok(mtu: u32, enabled: IfCap, max: u32) -> bool {
-    let top = if enabled.contains(IfCap::JUMBO_MTU) {
-        max
-    } else {
-        ETHER_MTU.min(max)
-    };
+    let top = if enabled.contains(IfCap::JUMBO_MTU) { max } else { ETHER_MTU.min(max) };
     (MIN_MTU..=top).contains(&mtu)
 }
 
@@ -189,10 +180,7 @@ mod tests {
         assert!(supported(true).contains(IfCap::TSO4 | IfCap::LRO | IfCap::RXCSUM_IPV6));
         let all = supported(true);
         assert_eq!(hwassist(all), CsumFlags::TX_OFFLOADS);
-        assert_eq!(
-            apply(all, all, supported(false)),
-            Err(CapError::Unsupported(all - supported(false)))
-        );
+        assert_eq!(apply(all, all, supported(false)), Err(CapError::Unsupported(all - supported(false))));
     }
 
     #[test]
@@ -203,15 +191,9 @@ mod tests {
         assert!(!next.contains(IfCap::TSO4) && next.contains(IfCap::TSO6));
         assert!(!hwassist(next).intersects(CsumFlags::IP_TSO | CsumFlags::IP_TCP));
         // +tso4 while txcsum is off is refused...
-        assert_eq!(
-            apply(next, next | IfCap::TSO4, all),
-            Err(CapError::TsoNeedsTxcsum(IfCap::TSO4))
-        );
+        assert_eq!(apply(next, next | IfCap::TSO4, all), Err(CapError::TsoNeedsTxcsum(IfCap::TSO4)));
         // ...and works together with +txcsum.
-        assert_eq!(
-            apply(next, next | IfCap::TSO4 | IfCap::TXCSUM, all),
-            Ok(all)
-        );
+        assert_eq!(apply(next, next | IfCap::TSO4 | IfCap::TXCSUM, all), Ok(all));
     }
 
     #[test]

@@ -28,9 +28,7 @@ impl Csum {
         let mut words = b.chunks_exact(2);
         for w in &mut words {
             if let [hi, lo] = *w {
-                self.sum = self
-                    .sum
-                    .wrapping_add(u64::from(u16::from_be_bytes([hi, lo])));
+                self.sum = self.sum.wrapping_add(u64::from(u16::from_be_bytes([hi, lo])));
             }
         }
         if let [last] = *words.remainder() {
@@ -117,8 +115,8 @@ mod tests {
     #[test]
     fn an_ipv4_header_checksums_to_zero() {
         let hdr = [
-            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8,
-            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8, 0x00, 0x01, 0xc0, 0xa8,
+            0x00, 0xc7,
         ];
         let mut c = Csum::new();
         c.add(&hdr);

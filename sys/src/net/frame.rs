@@ -72,14 +72,7 @@ impl<'a> Frags<'a> {
     /// An empty chain over buffer pool `bufs` whose first `skip` bytes are
     /// not part of the frame.
     pub fn new(bufs: &'a Buffers, skip: usize) -> Self {
-        Self {
-            bufs,
-            idx: [0; MAX_FRAGS],
-            lens: [0; MAX_FRAGS],
-            count: 0,
-            skip,
-            len: 0,
-        }
+        Self { bufs, idx: [0; MAX_FRAGS], lens: [0; MAX_FRAGS], count: 0, skip, len: 0 }
     }
 
     /// Appends `len` bytes at the start of buffer `buf_idx`; false when the
@@ -115,9 +108,7 @@ impl<'a> Frags<'a> {
         let mut done = 0usize;
         let ok = self.walk(off, dst.len(), |r, o, n| {
             let end = done.saturating_add(n);
-            let copied = dst
-                .get_mut(done..end)
-                .is_some_and(|d| r.read_bytes(o, d).is_ok());
+            let copied = dst.get_mut(done..end).is_some_and(|d| r.read_bytes(o, d).is_ok());
             done = end;
             copied
         });
@@ -126,12 +117,7 @@ impl<'a> Frags<'a> {
 
     /// Calls `f(region, offset, len)` for the pieces covering raw bytes
     /// `[off, off + len)`; false when out of range or `f` fails.
-    fn walk(
-        &self,
-        mut off: usize,
-        mut len: usize,
-        mut f: impl FnMut(&SharedRegion, usize, usize) -> bool,
-    ) -> bool {
+    fn walk(&self, mut off: usize, mut len: usize, mut f: impl FnMut(&SharedRegion, usize, usize) -> bool) -> bool {
         if off.checked_add(len).is_none_or(|e| e > self.len) {
             return false;
         }
@@ -164,8 +150,7 @@ impl FrameSource for Frags<'_> {
     }
 
     fn read(&self, off: usize, dst: &mut [u8]) -> bool {
-        off.checked_add(self.skip)
-            .is_some_and(|o| self.read_raw(o, dst))
+        off.checked_add(self.skip).is_some_and(|o| self.read_raw(o, dst))
     }
 
     fn emit<S: FrameSink>(&self, off: usize, len: usize, sink: &mut S) -> bool {
@@ -212,12 +197,7 @@ impl FrameSource for [u8] {
 
 /// Adds bytes `[off, off + len)` of `f` to a checksum, reading through a
 /// small stack buffer.
-pub fn csum_range<F: FrameSource + ?Sized>(
-    f: &F,
-    mut off: usize,
-    mut len: usize,
-    c: &mut Csum,
-) -> bool {
+pub fn csum_range<F: FrameSource + ?Sized>(f: &F, mut off: usize, mut len: usize, c: &mut Csum) -> bool {
     let mut buf = [0u8; 256];
     while len > 0 {
         let n = len.min(buf.len());

@@ -32,10 +32,7 @@ pub fn complete_csum<F: FrameSource + ?Sized>(f: &F, start: usize, offset: usize
     if !csum_range(f, start, f.len().checked_sub(start)?, &mut c) {
         return None;
     }
-    Some(Patch {
-        at,
-        bytes: c.finish().to_be_bytes(),
-    })
+    Some(Patch { at, bytes: c.finish().to_be_bytes() })
 }
 
 /// Hands a whole frame to `sink`, with an optional patch applied on the
@@ -53,11 +50,7 @@ where
         Some(p) if p.at.saturating_add(2) <= len => {
             f.emit(0, p.at, sink);
             sink.bytes(&p.bytes);
-            f.emit(
-                p.at.saturating_add(2),
-                len.saturating_sub(p.at).saturating_sub(2),
-                sink,
-            );
+            f.emit(p.at.saturating_add(2), len.saturating_sub(p.at).saturating_sub(2), sink);
         }
         _ => {
             f.emit(0, len, sink);
@@ -120,13 +113,7 @@ impl Hdr<'_> {
 /// payload bytes, each with fixed-up IP length, IPv4 id and checksum, TCP
 /// sequence number, flags (FIN and PSH only on the last segment, CWR only
 /// on the first) and a complete TCP checksum.
-pub fn segment_tcp<F, S>(
-    f: &F,
-    h: &Headers,
-    mss: u16,
-    info: &FrameInfo,
-    sink: &mut S,
-) -> Result<Segmented, GsoError>
+pub fn segment_tcp<F, S>(f: &F, h: &Headers, mss: u16, info: &FrameInfo, sink: &mut S) -> Result<Segmented, GsoError>
 where
     F: FrameSource + ?Sized,
     S: FrameSink,
@@ -134,11 +121,7 @@ where
     // Offsets below are bounded by MAX_HDR and lengths by the frame, at
     // most 64 KiB plus headers: none of this arithmetic can overflow.
     #![allow(clippy::arithmetic_side_effects)]
-    let L4::Tcp {
-        hdr_len: tcp_len,
-        flags,
-    } = h.l4
-    else {
+    let L4::Tcp { hdr_len: tcp_len, flags } = h.l4 else {
         return Err(GsoError::NotTcp);
     };
     let hdr_end = h.hdr_end();
@@ -248,12 +231,7 @@ mod tests {
     fn tcp_csum_ok(f: &[u8]) -> bool {
         let h = parse(f, f.len()).unwrap();
         let seg = &f[h.l4_off..h.frame_end];
-        let mut c = pseudo_v4(
-            f[26..30].try_into().unwrap(),
-            f[30..34].try_into().unwrap(),
-            6,
-            seg.len() as u32,
-        );
+        let mut c = pseudo_v4(f[26..30].try_into().unwrap(), f[30..34].try_into().unwrap(), 6, seg.len() as u32);
         c.add(seg);
         let mut ip = Csum::new();
         ip.add(&f[h.l3_off..h.l4_off]);
@@ -267,13 +245,7 @@ mod tests {
         let h = parse(&f, f.len()).unwrap();
         let mut sink = VecSink::default();
         let r = segment_tcp(f.as_slice(), &h, 1448, &FrameInfo::default(), &mut sink).unwrap();
-        assert_eq!(
-            r,
-            Segmented {
-                sent: 3,
-                dropped: 0
-            }
-        );
+        assert_eq!(r, Segmented { sent: 3, dropped: 0 });
         let lens: Vec<usize> = sink.frames.iter().map(|s| s.len()).collect();
         assert_eq!(lens, [54 + 1448, 54 + 1448, 54 + 104]);
         let mut payload = Vec::new();
@@ -294,22 +266,10 @@ mod tests {
     fn refused_segments_are_counted_and_bad_mss_rejected() {
         let f = tcp4(3000, false);
         let h = parse(&f, f.len()).unwrap();
-        let mut sink = VecSink {
-            refuse_after: Some(1),
-            ..VecSink::default()
-        };
+        let mut sink = VecSink { refuse_after: Some(1), ..VecSink::default() };
         let r = segment_tcp(f.as_slice(), &h, 1000, &FrameInfo::default(), &mut sink).unwrap();
-        assert_eq!(
-            r,
-            Segmented {
-                sent: 1,
-                dropped: 2
-            }
-        );
-        assert_eq!(
-            segment_tcp(f.as_slice(), &h, 10, &FrameInfo::default(), &mut sink),
-            Err(GsoError::BadMss)
-        );
+        assert_eq!(r, Segmented { sent: 1, dropped: 2 });
+        assert_eq!(segment_tcp(f.as_slice(), &h, 10, &FrameInfo::default(), &mut sink), Err(GsoError::BadMss));
     }
 
     #[test]
@@ -321,12 +281,7 @@ mod tests {
         f[50..52].copy_from_slice(&p.to_be_bytes());
         let patch = complete_csum(f.as_slice(), h.l4_off, 16).unwrap();
         let mut sink = VecSink::default();
-        assert!(emit_frame(
-            f.as_slice(),
-            &mut sink,
-            &FrameInfo::default(),
-            Some(patch)
-        ));
+        assert!(emit_frame(f.as_slice(), &mut sink, &FrameInfo::default(), Some(patch)));
         assert!(tcp_csum_ok(&sink.frames[0]));
         assert_eq!(complete_csum(f.as_slice(), f.len() - 1, 0), None);
     }

@@ -206,10 +206,7 @@ pub fn parse(prefix: &[u8], frame_len: usize) -> Result<Headers, ParseError> {
             if doff < 20 || l4_off + doff > frame_end {
                 return Err(ParseError::BadTcpHeader);
             }
-            L4::Tcp {
-                hdr_len: doff as u8,
-                flags: byte(prefix, l4_off + 13)?,
-            }
+            L4::Tcp { hdr_len: doff as u8, flags: byte(prefix, l4_off + 13)? }
         }
         17 => {
             if l4_off + 8 > frame_end {
@@ -220,14 +217,7 @@ pub fn parse(prefix: &[u8], frame_len: usize) -> Result<Headers, ParseError> {
         p => L4::Other(p),
     };
     // The transport header itself must be in the prefix.
-    let hdrs = Headers {
-        vlan,
-        l3_off,
-        l3,
-        l4_off,
-        l4,
-        frame_end,
-    };
+    let hdrs = Headers { vlan, l3_off, l3, l4_off, l4, frame_end };
     if hdrs.hdr_end() > prefix.len() {
         return Err(ParseError::Truncated);
     }
@@ -249,24 +239,9 @@ pub(crate) mod tests {
         }
         f.extend_from_slice(&[0x08, 0x00]);
         let total = (20 + 20 + payload) as u16;
-        f.extend_from_slice(&[
-            0x45,
-            0,
-            (total >> 8) as u8,
-            total as u8,
-            0,
-            1,
-            0x40,
-            0,
-            64,
-            6,
-            0,
-            0,
-        ]);
+        f.extend_from_slice(&[0x45, 0, (total >> 8) as u8, total as u8, 0, 1, 0x40, 0, 64, 6, 0, 0]);
         f.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
-        f.extend_from_slice(&[
-            0x30, 0x39, 0x00, 0x50, 0, 0, 0, 100, 0, 0, 0, 0, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0,
-        ]);
+        f.extend_from_slice(&[0x30, 0x39, 0x00, 0x50, 0, 0, 0, 100, 0, 0, 0, 0, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
         f.extend((0..payload).map(|i| i as u8));
         let l3 = if vlan { 18 } else { 14 };
         let mut c = crate::net::cksum::Csum::new();
@@ -285,16 +260,7 @@ pub(crate) mod tests {
         f.extend_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
         f.extend_from_slice(&[0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
         f.extend_from_slice(&[17, 0, 1, 4, 0, 0, 0, 0]);
-        f.extend_from_slice(&[
-            0x30,
-            0x39,
-            0x00,
-            0x35,
-            ((plen - 8) >> 8) as u8,
-            (plen - 8) as u8,
-            0,
-            0,
-        ]);
+        f.extend_from_slice(&[0x30, 0x39, 0x00, 0x35, ((plen - 8) >> 8) as u8, (plen - 8) as u8, 0, 0]);
         f.extend((0..payload).map(|i| i as u8));
         f
     }
@@ -304,17 +270,8 @@ pub(crate) mod tests {
         let f = tcp4(100, true);
         let h = parse(&f, f.len()).unwrap();
         assert_eq!(h.vlan, Some(5));
-        assert_eq!(
-            (h.l3, h.l3_off, h.l4_off, h.hdr_end(), h.frame_end),
-            (L3::V4, 18, 38, 58, 158)
-        );
-        assert_eq!(
-            h.l4,
-            L4::Tcp {
-                hdr_len: 20,
-                flags: 0x18
-            }
-        );
+        assert_eq!((h.l3, h.l3_off, h.l4_off, h.hdr_end(), h.frame_end), (L3::V4, 18, 38, 58, 158));
+        assert_eq!(h.l4, L4::Tcp { hdr_len: 20, flags: 0x18 });
     }
 
     #[test]
@@ -329,11 +286,7 @@ pub(crate) mod tests {
     fn broken_headers_are_refused() {
         let f = tcp4(10, false);
         assert_eq!(parse(&f[..30], 30), Err(ParseError::Truncated));
-        assert_eq!(
-            parse(&f, f.len() - 1),
-            Err(ParseError::Truncated),
-            "IP length beyond the frame"
-        );
+        assert_eq!(parse(&f, f.len() - 1), Err(ParseError::Truncated), "IP length beyond the frame");
         let mut g = f.clone();
         g[14] = 0x44;
         assert_eq!(parse(&g, g.len()), Err(ParseError::BadIpHeader));

@@ -64,11 +64,7 @@ impl fmt::Display for TxRefusal {
 
 /// Builds the header for a frame with headers `h` (as it will be sent,
 /// tag included), under the enabled transmit offloads `assist`.
-pub fn tx_header(
-    h: &Headers,
-    req: &TxRequest,
-    assist: CsumFlags,
-) -> Result<VirtioNetHdr, TxRefusal> {
+pub fn tx_header(h: &Headers, req: &TxRequest, assist: CsumFlags) -> Result<VirtioNetHdr, TxRefusal> {
     let want = req.csum_flags & CsumFlags::TX_OFFLOADS;
     if !assist.contains(want) {
         return Err(TxRefusal::NotEnabled);
@@ -108,16 +104,10 @@ pub fn tx_header(
         if req.tso_segsz == 0 {
             return Err(TxRefusal::TsoBadMss);
         }
-        let ecn = if flags & tcp_flags::CWR != 0 {
-            VIRTIO_NET_HDR_GSO_ECN
-        } else {
-            0
-        };
+        let ecn = if flags & tcp_flags::CWR != 0 { VIRTIO_NET_HDR_GSO_ECN } else { 0 };
         hdr.gso_type = gso | ecn;
         hdr.gso_size = req.tso_segsz.to_le();
-        hdr.hdr_len = u16::try_from(h.hdr_end())
-            .map_err(|_| TxRefusal::ProtoMismatch)?
-            .to_le();
+        hdr.hdr_len = u16::try_from(h.hdr_end()).map_err(|_| TxRefusal::ProtoMismatch)?.to_le();
     }
     Ok(hdr)
 }
@@ -217,11 +207,7 @@ pub fn rx_interpret(hdr: &VirtioNetHdr, frame_len: usize) -> Result<RxOffload, R
             if usize::from(u16::from_le(hdr.hdr_len)) > frame_len {
                 return Err(RxBad::HdrLen);
             }
-            let l3 = if t == VIRTIO_NET_HDR_GSO_TCPV4 {
-                L3::V4
-            } else {
-                L3::V6
-            };
+            let l3 = if t == VIRTIO_NET_HDR_GSO_TCPV4 { L3::V4 } else { L3::V6 };
             Some(RxGso { l3, mss })
         }
         _ => return Err(RxBad::GsoType(hdr.gso_type)),
@@ -285,8 +271,7 @@ pub fn rx_action(o: &RxOffload, h: Option<&Headers>, en: IfCap) -> Result<RxActi
         let payload = h.frame_end.saturating_sub(h.hdr_end());
         info.csum_flags |= CsumFlags::COALESCED;
         info.lro_segsz = g.mss;
-        info.lro_nsegs =
-            u16::try_from(payload.div_ceil(usize::from(g.mss.max(1)))).unwrap_or(u16::MAX);
+        info.lro_nsegs = u16::try_from(payload.div_ceil(usize::from(g.mss.max(1)))).unwrap_or(u16::MAX);
     }
     Ok(RxAction::Deliver(info))
 }
@@ -308,38 +293,18 @@ mod tests {
     fn checksum_and_tso_requests_become_headers() {
         let f = tcp4(3000, true);
         let h = parse(&f, f.len()).unwrap();
-        let req = TxRequest {
-            csum_flags: CsumFlags::IP_TCP | CsumFlags::IP_TSO,
-            tso_segsz: 1448,
-            ..Default::default()
-        };
+        let req =
+            TxRequest { csum_flags: CsumFlags::IP_TCP | CsumFlags::IP_TSO, tso_segsz: 1448, ..Default::default() };
         let v = tx_header(&h, &req, hwassist(all())).unwrap();
         assert_eq!(v.flags, VIRTIO_NET_HDR_F_NEEDS_CSUM);
-        assert_eq!(
-            (v.csum_start, v.csum_offset),
-            (38, 16),
-            "after the 802.1Q tag"
-        );
-        assert_eq!(
-            (v.gso_type, v.gso_size, v.hdr_len),
-            (VIRTIO_NET_HDR_GSO_TCPV4, 1448, 58)
-        );
+        assert_eq!((v.csum_start, v.csum_offset), (38, 16), "after the 802.1Q tag");
+        assert_eq!((v.gso_type, v.gso_size, v.hdr_len), (VIRTIO_NET_HDR_GSO_TCPV4, 1448, 58));
         let u = udp6(100);
         let hu = parse(&u, u.len()).unwrap();
-        let v = tx_header(
-            &hu,
-            &TxRequest {
-                csum_flags: CsumFlags::IP6_UDP,
-                ..Default::default()
-            },
-            hwassist(all()),
-        )
-        .unwrap();
+        let v = tx_header(&hu, &TxRequest { csum_flags: CsumFlags::IP6_UDP, ..Default::default() }, hwassist(all()))
+            .unwrap();
         assert_eq!((v.csum_start, v.csum_offset, v.gso_type), (62, 6, 0));
-        assert_eq!(
-            tx_header(&h, &TxRequest::default(), CsumFlags::empty()),
-            Ok(VirtioNetHdr::default())
-        );
+        assert_eq!(tx_header(&h, &TxRequest::default(), CsumFlags::empty()), Ok(VirtioNetHdr::default()));
     }
 
     #[test]
@@ -347,36 +312,17 @@ mod tests {
         let f = tcp4(100, false);
         let h = parse(&f, f.len()).unwrap();
         let a = hwassist(all());
-        let req = |c| TxRequest {
-            csum_flags: c,
-            tso_segsz: 1000,
-            ..Default::default()
-        };
-        assert_eq!(
-            tx_header(&h, &req(CsumFlags::IP_UDP), a),
-            Err(TxRefusal::ProtoMismatch)
-        );
-        assert_eq!(
-            tx_header(&h, &req(CsumFlags::IP6_TCP), a),
-            Err(TxRefusal::ProtoMismatch)
-        );
-        assert_eq!(
-            tx_header(&h, &req(CsumFlags::IP_TSO), a),
-            Err(TxRefusal::TsoWithoutCsum)
-        );
-        assert_eq!(
-            tx_header(&h, &req(CsumFlags::IP_TCP), CsumFlags::empty()),
-            Err(TxRefusal::NotEnabled)
-        );
+        let req = |c| TxRequest { csum_flags: c, tso_segsz: 1000, ..Default::default() };
+        assert_eq!(tx_header(&h, &req(CsumFlags::IP_UDP), a), Err(TxRefusal::ProtoMismatch));
+        assert_eq!(tx_header(&h, &req(CsumFlags::IP6_TCP), a), Err(TxRefusal::ProtoMismatch));
+        assert_eq!(tx_header(&h, &req(CsumFlags::IP_TSO), a), Err(TxRefusal::TsoWithoutCsum));
+        assert_eq!(tx_header(&h, &req(CsumFlags::IP_TCP), CsumFlags::empty()), Err(TxRefusal::NotEnabled));
         let mut zero = req(CsumFlags::IP_TCP | CsumFlags::IP_TSO);
         zero.tso_segsz = 0;
         assert_eq!(tx_header(&h, &zero, a), Err(TxRefusal::TsoBadMss));
         let u = udp6(10);
         let hu = parse(&u, u.len()).unwrap();
-        assert_eq!(
-            tx_header(&hu, &req(CsumFlags::IP6_UDP | CsumFlags::IP6_TSO), a),
-            Err(TxRefusal::TsoNotTcp)
-        );
+        assert_eq!(tx_header(&hu, &req(CsumFlags::IP6_UDP | CsumFlags::IP6_TSO), a), Err(TxRefusal::TsoNotTcp));
     }
 
     #[test]
@@ -384,11 +330,8 @@ mod tests {
         let mut f = tcp4(3000, false);
         f[47] |= tcp_flags::CWR;
         let h = parse(&f, f.len()).unwrap();
-        let req = TxRequest {
-            csum_flags: CsumFlags::IP_TCP | CsumFlags::IP_TSO,
-            tso_segsz: 1000,
-            ..Default::default()
-        };
+        let req =
+            TxRequest { csum_flags: CsumFlags::IP_TCP | CsumFlags::IP_TSO, tso_segsz: 1000, ..Default::default() };
         assert_eq!(
             tx_header(&h, &req, hwassist(all())).unwrap().gso_type,
             VIRTIO_NET_HDR_GSO_TCPV4 | VIRTIO_NET_HDR_GSO_ECN
@@ -399,144 +342,42 @@ mod tests {
     fn received_headers_are_checked() {
         let ok = |h: VirtioNetHdr, len| rx_interpret(&h, len);
         let n = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+        assert_eq!(ok(VirtioNetHdr { flags: 4, ..Default::default() }, 100), Err(RxBad::Flags(4)));
         assert_eq!(
-            ok(
-                VirtioNetHdr {
-                    flags: 4,
-                    ..Default::default()
-                },
-                100
-            ),
-            Err(RxBad::Flags(4))
-        );
-        assert_eq!(
-            ok(
-                VirtioNetHdr {
-                    flags: n,
-                    csum_start: 90,
-                    csum_offset: 16,
-                    ..Default::default()
-                },
-                100
-            ),
+            ok(VirtioNetHdr { flags: n, csum_start: 90, csum_offset: 16, ..Default::default() }, 100),
             Err(RxBad::CsumRange)
         );
+        assert_eq!(ok(VirtioNetHdr { gso_type: 3, gso_size: 100, ..Default::default() }, 100), Err(RxBad::GsoType(3)));
+        assert_eq!(ok(VirtioNetHdr { gso_type: 9, ..Default::default() }, 100), Err(RxBad::GsoType(9)));
+        assert_eq!(ok(VirtioNetHdr { gso_type: 1, gso_size: 0, ..Default::default() }, 100), Err(RxBad::GsoSize));
         assert_eq!(
-            ok(
-                VirtioNetHdr {
-                    gso_type: 3,
-                    gso_size: 100,
-                    ..Default::default()
-                },
-                100
-            ),
-            Err(RxBad::GsoType(3))
-        );
-        assert_eq!(
-            ok(
-                VirtioNetHdr {
-                    gso_type: 9,
-                    ..Default::default()
-                },
-                100
-            ),
-            Err(RxBad::GsoType(9))
-        );
-        assert_eq!(
-            ok(
-                VirtioNetHdr {
-                    gso_type: 1,
-                    gso_size: 0,
-                    ..Default::default()
-                },
-                100
-            ),
-            Err(RxBad::GsoSize)
-        );
-        assert_eq!(
-            ok(
-                VirtioNetHdr {
-                    gso_type: 1,
-                    gso_size: 10,
-                    hdr_len: 200,
-                    ..Default::default()
-                },
-                100
-            ),
+            ok(VirtioNetHdr { gso_type: 1, gso_size: 10, hdr_len: 200, ..Default::default() }, 100),
             Err(RxBad::HdrLen)
         );
-        assert_eq!(
-            ok(
-                VirtioNetHdr {
-                    gso_type: 0x80,
-                    ..Default::default()
-                },
-                100
-            ),
-            Err(RxBad::GsoType(0x80))
-        );
+        assert_eq!(ok(VirtioNetHdr { gso_type: 0x80, ..Default::default() }, 100), Err(RxBad::GsoType(0x80)));
     }
 
     #[test]
     fn receive_actions_follow_the_capabilities() {
         let f = tcp4(3000, false);
         let h = parse(&f, f.len()).unwrap();
-        let partial = RxOffload {
-            csum: RxCsum::Partial {
-                start: 34,
-                offset: 16,
-            },
-            gso: None,
-        };
-        let Ok(RxAction::Deliver(i)) = rx_action(&partial, Some(&h), all()) else {
-            panic!()
-        };
-        assert_eq!(
-            (i.csum_flags, i.csum_data),
-            (CsumFlags::L4_CALC | CsumFlags::L4_VALID, 0xffff)
-        );
+        let partial = RxOffload { csum: RxCsum::Partial { start: 34, offset: 16 }, gso: None };
+        let Ok(RxAction::Deliver(i)) = rx_action(&partial, Some(&h), all()) else { panic!() };
+        assert_eq!((i.csum_flags, i.csum_data), (CsumFlags::L4_CALC | CsumFlags::L4_VALID, 0xffff));
         assert_eq!(
             rx_action(&partial, Some(&h), all() - IfCap::RXCSUM),
-            Ok(RxAction::CompleteCsum {
-                start: 34,
-                offset: 16
-            })
+            Ok(RxAction::CompleteCsum { start: 34, offset: 16 })
         );
-        let valid = RxOffload {
-            csum: RxCsum::Valid,
-            gso: None,
-        };
-        let Ok(RxAction::Deliver(i)) = rx_action(&valid, Some(&h), all() - IfCap::RXCSUM) else {
-            panic!()
-        };
+        let valid = RxOffload { csum: RxCsum::Valid, gso: None };
+        let Ok(RxAction::Deliver(i)) = rx_action(&valid, Some(&h), all() - IfCap::RXCSUM) else { panic!() };
         assert!(i.csum_flags.is_empty(), "RXCSUM off: no claims");
-        let g = RxGso {
-            l3: L3::V4,
-            mss: 1000,
-        };
-        let lro = RxOffload {
-            csum: RxCsum::Partial {
-                start: 34,
-                offset: 16,
-            },
-            gso: Some(g),
-        };
-        let Ok(RxAction::Deliver(i)) = rx_action(&lro, Some(&h), all()) else {
-            panic!()
-        };
+        let g = RxGso { l3: L3::V4, mss: 1000 };
+        let lro = RxOffload { csum: RxCsum::Partial { start: 34, offset: 16 }, gso: Some(g) };
+        let Ok(RxAction::Deliver(i)) = rx_action(&lro, Some(&h), all()) else { panic!() };
         assert_eq!((i.lro_segsz, i.lro_nsegs), (1000, 3));
         assert!(i.csum_flags.contains(CsumFlags::COALESCED));
-        assert_eq!(
-            rx_action(&lro, Some(&h), all() - IfCap::LRO),
-            Ok(RxAction::Segment(g))
-        );
-        let v6 = RxOffload {
-            csum: RxCsum::Valid,
-            gso: Some(RxGso {
-                l3: L3::V6,
-                mss: 1000,
-            }),
-        };
+        assert_eq!(rx_action(&lro, Some(&h), all() - IfCap::LRO), Ok(RxAction::Segment(g)));
+        let v6 = RxOffload { csum: RxCsum::Valid, gso: Some(RxGso { l3: L3::V6, mss: 1000 }) };
         assert_eq!(rx_action(&v6, Some(&h), all()), Err(RxBad::Frame));
         assert_eq!(rx_action(&lro, None, all()), Err(RxBad::Frame));
     }
