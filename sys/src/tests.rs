@@ -355,7 +355,11 @@ mod datapath {
         assert_eq!(freed, 1, "copied packets are freed at once");
         let (wire, slots) = host_reads(&s, 0);
         assert_eq!(slots, 2, "10 + 454 bytes over 256-byte buffers");
-        assert_eq!(&wire[10..], &f[..]);
+        // The frame as given, except the TSO seed: FreeBSD's sum without
+        // the length (0 here) plus the TCP length, 20 + 400.
+        let mut want = f.clone();
+        want[50..52].copy_from_slice(&420u16.to_be_bytes());
+        assert_eq!(&wire[10..], &want[..]);
         assert_eq!(wire[0], VIRTIO_NET_HDR_F_NEEDS_CSUM);
         assert_eq!(wire[1], VIRTIO_NET_HDR_GSO_TCPV4);
         assert_eq!(u16::from_le_bytes([wire[4], wire[5]]), 200, "gso_size");
@@ -415,11 +419,27 @@ mod datapath {
         let junk = TxRequest { csum_flags: CsumFlags::IP_TCP, ..Default::default() };
         dev.transmit(0, &mut tx, Some(Pkt(vec![0u8; 60], junk)), drop).unwrap();
         assert_eq!((tx.stats.refused.get(), tx.stats.packets.get(), tx.kring.rhead), (2, 0, 0));
-        // With TXCSUM off the stack may not ask for it.
+        // With TXCSUM just turned off the stack stops asking, but a packet
+        // it built before still goes out with its offload.
         dev.ifstate().set_capabilities(dev.ifstate().enabled() - IfCap::TXCSUM).unwrap();
+        assert!(!dev.ifstate().hwassist().contains(CsumFlags::IP_TCP));
         let req = TxRequest { csum_flags: CsumFlags::IP_TCP, ..Default::default() };
         dev.transmit(0, &mut tx, Some(Pkt(tcp4(10, false), req)), drop).unwrap();
-        assert_eq!(tx.stats.refused.get(), 3);
+        assert_eq!((tx.stats.refused.get(), tx.stats.csum.get()), (2, 1));
+    }
+
+    #[test]
+    fn without_the_header_offload_requests_are_refused() {
+        let mut s = Setup::new(G);
+        s.nic.host_features = 0;
+        let (dev, mut tx, _rx) = running(&s);
+        assert_eq!(dev.info().vnet_hdr_len, 0);
+        let req = TxRequest { csum_flags: CsumFlags::IP_TCP, ..Default::default() };
+        dev.transmit(0, &mut tx, Some(Pkt(tcp4(10, false), req)), drop).unwrap();
+        dev.transmit(0, &mut tx, Some(Pkt(tcp4(10, false), TxRequest::default())), drop).unwrap();
+        assert_eq!((tx.stats.refused.get(), tx.stats.packets.get()), (1, 1));
+        let (wire, _) = host_reads(&s, 0);
+        assert_eq!(wire, tcp4(10, false), "no header in front of the frame");
     }
 
     /// The host delivers `frame` behind header `h` in RX slots from `at`.

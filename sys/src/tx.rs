@@ -286,7 +286,10 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
                 Ok(h) => h,
                 Err(e) => return Encap::Refused(Refusal::Offload(TxRefusal::Headers(e))),
             };
-            let v = match tx_header(&h, &req, self.ifstate().hwassist()) {
+            // Whatever the device can do is honoured, not only what is
+            // enabled: a packet built just before a capability went off
+            // must not be lost (the stack stops asking at once).
+            let v = match tx_header(&h, &req, crate::net::caps::hwassist(self.ifstate().supported())) {
                 Ok(v) => v,
                 Err(e) => return Encap::Refused(Refusal::Offload(e)),
             };

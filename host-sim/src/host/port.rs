@@ -7,6 +7,9 @@ use super::mem::HostMemory;
 use ptnet::abi::netmap::{NetmapIf, NetmapRing, NETMAP_API};
 use ptnet::kring::{prev, Dir, Kring};
 use ptnet::layout::RingLayout;
+use ptnet::net::frame::FrameInfo;
+use ptnet::net::gso::emit_frame;
+use ptnet::slots::RingSink;
 use std::mem::offset_of;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -187,6 +190,30 @@ impl NmPort {
     /// Slots per ring.
     pub fn num_slots(&self, dir: Dir) -> u32 {
         self.ring(dir, 0).map_or(0, |r| r.ring.num_slots)
+    }
+
+    /// Puts raw frames (each starting with this port's virtio-net header
+    /// bytes, whatever they say) into RX ring `ring` as a forwarder would,
+    /// and notifies whoever serves it. Returns how many fitted. Tests and
+    /// the hostile-host mode use it to hand a guest arbitrary input.
+    pub fn inject(&self, ring: u32, frames: &[Vec<u8>]) -> usize {
+        let Some(r) = self.rx.get(ring as usize) else { return 0 };
+        let bufs = self.mem.buffers();
+        let delivered = {
+            let _lease = r.fwd.lock().unwrap();
+            let (tail, space) = {
+                let k = r.kring.lock().unwrap();
+                (k.k.hwtail, rx_space(&k.k))
+            };
+            let mut sink = RingSink::new(&r.ring, &bufs, tail, space);
+            for f in frames {
+                emit_frame(f.as_slice(), &mut sink, &FrameInfo::default(), None);
+            }
+            r.kring.lock().unwrap().k.hwtail = sink.tail;
+            sink.delivered as usize
+        };
+        r.notify();
+        delivered
     }
 
     /// Total drops over all rings.
