@@ -2,9 +2,12 @@
 //! and host netmap, and measures it.
 
 use clap::{Parser, Subcommand};
+use ptnet::net::caps::IfCap;
 use ptnet_host_sim::app::baseline;
+use ptnet_host_sim::app::ifperf::{self, PeerKind};
 use ptnet_host_sim::app::pktgen::{self, Function, PktgenConfig};
 use ptnet_host_sim::host::kloop::KloopMode;
+use ptnet_host_sim::host::tap::{Peer, TapBridge};
 use ptnet_host_sim::world::{Topology, World, WorldConfig};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -28,6 +31,11 @@ enum Cmd {
     },
     /// pkt-gen-like traffic between VMs on a VALE switch (or a pipe).
     Pktgen(PktgenArgs),
+    /// TCP bulk over the network interface: guest to guest through the
+    /// switch, or guest and a Linux socket through a TAP device.
+    Tcp(TcpArgs),
+    /// TCP request/response (one transaction in flight, like TCP_RR).
+    Rr(RrArgs),
     /// Benchmarks with same-run baselines.
     Bench {
         #[command(subcommand)]
@@ -81,8 +89,71 @@ struct PktgenArgs {
     json: bool,
 }
 
+#[derive(clap::Args, Clone)]
+struct NetArgs {
+    /// The other end.
+    #[arg(long, value_enum, default_value_t = PeerKind::Guest)]
+    peer: PeerKind,
+    /// Reach the Linux peer through a Linux router whose egress has
+    /// offloads off (Linux then checks every header field).
+    #[arg(long)]
+    routed: bool,
+    /// Seconds.
+    #[arg(short = 'd', long, default_value_t = 3.0)]
+    duration: f64,
+    /// Slots per ring.
+    #[arg(short = 's', long, default_value_t = 2048)]
+    slots: u32,
+    /// Host kloop mode.
+    #[arg(long, value_enum, default_value_t = KloopMode::Direct)]
+    mode: KloopMode,
+    /// Print guest console lines.
+    #[arg(short = 'v', long)]
+    verbose: bool,
+    /// Machine-readable summary on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Clone)]
+struct TcpArgs {
+    #[command(flatten)]
+    net: NetArgs,
+    /// IPv6.
+    #[arg(short = '6', long)]
+    ipv6: bool,
+    /// Turn every offload off on the guests (software checksums, no TSO/LRO).
+    #[arg(long)]
+    no_offloads: bool,
+    /// Linux sends to the guest instead (with --peer linux).
+    #[arg(long)]
+    reverse: bool,
+}
+
+#[derive(clap::Args, Clone)]
+struct RrArgs {
+    #[command(flatten)]
+    net: NetArgs,
+    /// Request bytes.
+    #[arg(long, default_value_t = 1)]
+    req: usize,
+    /// Response bytes.
+    #[arg(long, default_value_t = 1)]
+    resp: usize,
+}
+
 #[derive(Subcommand)]
 enum BenchCmd {
+    /// Guest-to-guest 60-byte traffic through the switch vs an ideal SPSC copy.
+    /// TCP over the network interface vs memcpy and a Linux veth pair.
+    Ifnet {
+        /// Seconds per measurement.
+        #[arg(short = 'd', long, default_value_t = 3.0)]
+        duration: f64,
+        /// Machine-readable report on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Guest-to-guest 60-byte traffic through the switch vs an ideal SPSC copy.
     Native {
         /// Seconds per measurement.
@@ -241,6 +312,146 @@ fn bench_native(duration: f64, repeat: usize, slots: u32, batch: u32, json: bool
     Ok(())
 }
 
+/// Two guests with the virtio-net header on a switch, and with `--peer
+/// linux` a TAP device.
+fn net_world(a: &NetArgs) -> Result<(World, Option<TapBridge>), String> {
+    let cfg = WorldConfig {
+        slots: a.slots,
+        mode: a.mode,
+        echo: a.verbose,
+        driver: ptnet::Config { want_vnet_hdr: true, require_vnet_hdr: false },
+        ..WorldConfig::default()
+    };
+    let world = World::new(cfg).map_err(|e| format!("attach failed: {e}"))?;
+    let tap = match a.peer {
+        PeerKind::Guest => None,
+        PeerKind::Linux => {
+            let peer = if a.routed { Peer::Routed } else { Peer::Local };
+            Some(world.attach_tap(1500, peer).map_err(|e| format!("TAP device: {e}"))?)
+        }
+    };
+    Ok((world, tap))
+}
+
+fn tcp_cmd(a: TcpArgs) -> Result<(), String> {
+    let (world, tap) = net_world(&a.net)?;
+    if a.no_offloads {
+        for vm in &world.vms {
+            vm.ifp().set_capabilities(IfCap::VLAN_MTU | IfCap::JUMBO_MTU).map_err(|e| e.to_string())?;
+        }
+    }
+    let d = Duration::from_secs_f64(a.net.duration);
+    let r = if a.reverse {
+        let tap = tap.as_ref().ok_or("--reverse needs --peer linux")?;
+        ifperf::bulk_from_linux(&world, tap, d)?
+    } else {
+        ifperf::bulk(&world, tap.as_ref(), a.net.peer, a.ipv6, d, !a.net.json)?
+    };
+    if a.net.json {
+        println!("{}", serde_json::to_string_pretty(&r).unwrap());
+    } else {
+        println!(
+            "{} bytes verified in {:.3} s: {:.3} Gbps; {} TSO super-packets (avg {:.0} bytes), {} LRO frames at the receiver",
+            r.bytes, r.seconds, r.gbps, r.tso_packets, r.tso_avg_bytes, r.rx_lro
+        );
+    }
+    drop(tap);
+    world.shutdown()
+}
+
+fn rr_cmd(a: RrArgs) -> Result<(), String> {
+    let (world, tap) = net_world(&a.net)?;
+    let r = ifperf::rr(
+        &world,
+        tap.as_ref(),
+        a.net.peer,
+        a.req,
+        a.resp,
+        Duration::from_secs_f64(a.net.duration),
+        !a.net.json,
+    )?;
+    if a.net.json {
+        println!("{}", serde_json::to_string_pretty(&r).unwrap());
+    } else {
+        println!(
+            "{} transactions ({} / {} bytes) in {:.3} s: {:.0} transactions/s, round trip p50 {:.1} us, p99 {:.1} us",
+            r.transactions, r.request, r.response, r.seconds, r.tps, r.p50_us, r.p99_us
+        );
+    }
+    drop(tap);
+    world.shutdown()
+}
+
+fn bench_ifnet(duration: f64, json: bool) -> Result<(), String> {
+    let d = Duration::from_secs_f64(duration);
+    let say = |s: String| {
+        if !json {
+            println!("{s}");
+        }
+    };
+    let memcpy = ifperf::memcpy_gbps(d.min(Duration::from_secs(1)));
+    say(format!("memcpy: {memcpy:.1} Gbps"));
+    let veth = ifperf::Veth::create().map_err(|e| format!("veth baseline: {e}"))?;
+    let veth_gbps = veth.bulk(d)?;
+    say(format!("veth TCP bulk (Linux both ends): {veth_gbps:.2} Gbps"));
+    let veth_rr = veth.rr(1, 1, d)?;
+    say(format!("veth TCP_RR 1/1: {veth_rr:.0} transactions/s"));
+    drop(veth);
+    let net = NetArgs {
+        peer: PeerKind::Guest,
+        routed: false,
+        duration,
+        slots: 2048,
+        mode: KloopMode::Direct,
+        verbose: false,
+        json,
+    };
+    let (world, _) = net_world(&net)?;
+    let tso = ifperf::bulk(&world, None, PeerKind::Guest, false, d, false)?;
+    say(format!("guest to guest TCP with TSO: {:.2} Gbps ({} super-packets)", tso.gbps, tso.tso_packets));
+    let rr = ifperf::rr(&world, None, PeerKind::Guest, 1, 1, d, false)?;
+    say(format!("guest to guest TCP_RR 1/1: {:.0} transactions/s", rr.tps));
+    world.shutdown()?;
+    let (world, tap) = net_world(&NetArgs { peer: PeerKind::Linux, ..net })?;
+    let tap_bulk = ifperf::bulk(&world, tap.as_ref(), PeerKind::Linux, false, d, false)?;
+    say(format!("guest to Linux through TAP: {:.2} Gbps", tap_bulk.gbps));
+    let tap_rr = ifperf::rr(&world, tap.as_ref(), PeerKind::Linux, 1, 1, d, false)?;
+    say(format!("guest to Linux TCP_RR 1/1: {:.0} transactions/s", tap_rr.tps));
+    drop(tap);
+    world.shutdown()?;
+    let report = serde_json::json!({
+        "bench": "ifnet",
+        "seconds_per_run": duration,
+        "memcpy_gbps": memcpy,
+        "tso_gbps": tso.gbps,
+        "tso_vs_memcpy": tso.gbps / memcpy,
+        "tap_gbps": tap_bulk.gbps,
+        "veth_gbps": veth_gbps,
+        "tap_vs_veth": tap_bulk.gbps / veth_gbps,
+        "rr_tps": rr.tps,
+        "tap_rr_tps": tap_rr.tps,
+        "veth_rr_tps": veth_rr,
+        "rr_vs_veth": rr.tps / veth_rr,
+        "tap_rr_vs_veth": tap_rr.tps / veth_rr,
+        "goal": { "tso_vs_memcpy_min": 0.25, "tap_vs_veth_min": 0.5, "rr_vs_veth_min": 0.5 },
+        "tso_super_packets": tso.tso_packets,
+        "rr_p50_us": rr.p50_us,
+        "tap_rr_p50_us": tap_rr.p50_us,
+    });
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap());
+    } else {
+        println!(
+            "ratios: TSO/memcpy {:.3} (goal >= 0.25), TAP/veth {:.3} (goal >= 0.5), RR/veth {:.3} guest-guest, {:.3} guest-Linux (goal >= 0.5)",
+            tso.gbps / memcpy,
+            tap_bulk.gbps / veth_gbps,
+            rr.tps / veth_rr,
+            tap_rr.tps / veth_rr
+        );
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
@@ -250,6 +461,9 @@ fn main() -> ExitCode {
         }
         Cmd::Demo { duration } => demo(duration),
         Cmd::Pktgen(a) => pktgen_cmd(a),
+        Cmd::Tcp(a) => tcp_cmd(a),
+        Cmd::Rr(a) => rr_cmd(a),
+        Cmd::Bench { which: BenchCmd::Ifnet { duration, json } } => bench_ifnet(duration, json),
         Cmd::Bench { which: BenchCmd::Native { duration, repeat, slots, batch, json } } => {
             bench_native(duration, repeat, slots, batch, json)
         }

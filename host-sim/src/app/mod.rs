@@ -1,6 +1,8 @@
 //! Guest applications and the baseline they are measured against.
 
 pub mod baseline;
+pub mod ifperf;
+pub mod meter;
 pub mod packet;
 pub mod pktgen;
 pub mod stream;

@@ -56,6 +56,7 @@ pub struct BulkSender {
     digest: Digest,
     start: Option<Instant>,
     closed: bool,
+    deadline: Option<Instant>,
 }
 
 impl BulkSender {
@@ -64,12 +65,25 @@ impl BulkSender {
         let mut s = sock(BULK_BUF);
         s.connect(st.iface.context(), (peer, port), local_port).expect("connect");
         let h = st.sockets.add(s);
-        Self { h, pattern, total, sent: 0, digest: Digest::default(), start: None, closed: false }
+        Self { h, pattern, total, sent: 0, digest: Digest::default(), start: None, closed: false, deadline: None }
+    }
+
+    /// Stops the stream at whatever was sent by `t` (a timed transfer).
+    pub fn stop_at(&mut self, t: Instant) {
+        self.deadline = Some(t);
+    }
+
+    /// Bytes handed to the socket so far.
+    pub fn sent(&self) -> u64 {
+        self.sent
     }
 
     /// Queues what the send buffer takes. Returns true when everything
     /// was sent and acknowledged (the connection is closing).
     pub fn step(&mut self, st: &mut Stack) -> bool {
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            self.total = self.sent;
+        }
         let s = st.sockets.get_mut::<tcp::Socket>(self.h);
         if s.can_send() && self.sent < self.total {
             let start = *self.start.get_or_insert_with(Instant::now);
@@ -148,6 +162,11 @@ impl BulkReceiver {
             return true;
         }
         false
+    }
+
+    /// Bytes received so far.
+    pub fn received(&self) -> u64 {
+        self.got
     }
 
     /// What was received.

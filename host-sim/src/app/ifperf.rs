@@ -1,0 +1,513 @@
+//! TCP bulk and request/response runs over the network interface, between
+//! two guests through the switch or between a guest and a Linux socket
+//! through the TAP device, and the Linux baselines they are compared with
+//! (a veth pair between two namespaces, memcpy).
+
+use super::meter::{Meter, Unit};
+use super::stream::{Digest, Pattern};
+use super::tcp::{vm_addrs, vm_ipv4, vm_ipv6, BulkReceiver, BulkSender};
+use crate::guest::stack::Stack;
+use crate::host::netns::Netns;
+use crate::host::tap::TapBridge;
+use crate::world::World;
+use serde::Serialize;
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::tcp;
+use smoltcp::wire::IpAddress;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Who is at the other end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerKind {
+    /// Another guest on the switch.
+    Guest,
+    /// A Linux socket behind the TAP device.
+    Linux,
+}
+
+/// Outcome of a bulk run.
+#[derive(Debug, Clone, Serialize)]
+pub struct BulkReport {
+    /// The peer.
+    pub peer: PeerKind,
+    /// IPv6 rather than IPv4.
+    pub ipv6: bool,
+    /// Bytes delivered and verified.
+    pub bytes: u64,
+    /// Seconds from first to last byte.
+    pub seconds: f64,
+    /// Goodput.
+    pub gbps: f64,
+    /// TSO super-packets the sender emitted.
+    pub tso_packets: u64,
+    /// Their average size.
+    pub tso_avg_bytes: f64,
+    /// Frames the receiving guest took as large-receive frames.
+    pub rx_lro: u64,
+    /// Per-second goodput.
+    pub per_second: Vec<f64>,
+}
+
+/// Outcome of a request/response run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RrReport {
+    /// The peer.
+    pub peer: PeerKind,
+    /// Request size.
+    pub request: usize,
+    /// Response size.
+    pub response: usize,
+    /// Transactions completed.
+    pub transactions: u64,
+    /// Seconds.
+    pub seconds: f64,
+    /// Transactions per second.
+    pub tps: f64,
+    /// Median round trip (µs).
+    pub p50_us: f64,
+    /// 99th percentile round trip (µs).
+    pub p99_us: f64,
+    /// Per-second rates.
+    pub per_second: Vec<f64>,
+}
+
+fn sockaddr(ip: &str, port: u16) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    }
+}
+
+fn guest_stack(w: &World, i: usize, tap: Option<&TapBridge>) -> Result<Stack, String> {
+    let mut st = Stack::new(w.ifp(i).clone(), w.vms[i].mac, &vm_addrs(i)).map_err(|e| e.to_string())?;
+    if tap.is_some() {
+        st.add_default_routes(
+            crate::host::tap::LINUX_IPV4.parse().unwrap(),
+            crate::host::tap::LINUX_IPV6.parse().unwrap(),
+        );
+    }
+    Ok(st)
+}
+
+/// Keeps a guest stack running until `done`.
+fn serve_until(st: &mut Stack, done: &AtomicBool) {
+    st.run_until(Duration::from_secs(3600), |_| done.load(Ordering::Acquire));
+}
+
+/// TCP bulk from VM 0 to the peer for `duration`, content checked at the
+/// receiver.
+pub fn bulk(
+    w: &World,
+    tap: Option<&TapBridge>,
+    peer: PeerKind,
+    ipv6: bool,
+    duration: Duration,
+    print: bool,
+) -> Result<BulkReport, String> {
+    let pattern = Pattern::new(0x5eed);
+    let received = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    type RxOut = Result<(u64, u64, Option<u64>, f64), String>;
+    let (to, rx): (IpAddress, std::thread::JoinHandle<RxOut>) = match peer {
+        PeerKind::Guest => {
+            let (ifb, mb) = (w.ifp(1).clone(), w.vms[1].mac);
+            let (r2, d2) = (received.clone(), done.clone());
+            let h = std::thread::spawn(move || {
+                let mut st = Stack::new(ifb, mb, &vm_addrs(1)).map_err(|e| e.to_string())?;
+                let mut r = BulkReceiver::listen(&mut st, 5001, pattern);
+                let finished = st.run_until(duration + Duration::from_secs(60), |s| {
+                    let f = r.step(s);
+                    r2.store(r.received(), Ordering::Relaxed);
+                    f
+                });
+                d2.store(true, Ordering::Release);
+                if !finished {
+                    return Err(format!("receiving guest stalled at {} bytes", r.received()));
+                }
+                let res = r.result();
+                Ok((res.bytes, res.digest, r.corrupt_at, res.seconds))
+            });
+            let ip = if ipv6 { IpAddress::Ipv6(vm_ipv6(1)) } else { IpAddress::Ipv4(vm_ipv4(1)) };
+            (ip, h)
+        }
+        PeerKind::Linux => {
+            let tap = tap.ok_or("the Linux peer needs the TAP device")?;
+            let ip = if ipv6 { tap.peer_ipv6() } else { tap.peer_ipv4() };
+            let addr = sockaddr(ip, 5001);
+            let l = tap
+                .peer_netns()
+                .run(move || TcpListener::bind(addr))
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            let (r2, d2) = (received.clone(), done.clone());
+            let h = std::thread::spawn(move || {
+                let res = linux_receive(&l, pattern, &r2);
+                d2.store(true, Ordering::Release);
+                res
+            });
+            (ip.parse().map_err(|_| "bad peer address")?, h)
+        }
+    };
+    let mut st = guest_stack(w, 0, tap)?;
+    let mut s = BulkSender::connect(&mut st, to, 5001, 40001, u64::MAX, pattern);
+    let stop_at = Instant::now() + duration;
+    s.stop_at(stop_at);
+    let meter_done = done.clone();
+    let rates = std::thread::scope(|sc| {
+        let m = sc.spawn(|| Meter::new(&received, Unit::Bytes, print).run(|| !meter_done.load(Ordering::Acquire)));
+        let ok = st.run_until(duration + Duration::from_secs(60), |x| s.step(x));
+        serve_until(&mut st, &done);
+        let rates = m.join().unwrap_or_default();
+        if ok {
+            Ok(rates)
+        } else {
+            Err(format!("sending guest stalled at {} bytes", s.sent()))
+        }
+    })?;
+    let (bytes, digest, corrupt, seconds) = rx.join().map_err(|_| "receiver panicked")??;
+    if let Some(at) = corrupt {
+        return Err(format!("stream corrupted at byte {at}"));
+    }
+    if (bytes, digest) != (s.result().bytes, s.result().digest) {
+        return Err(format!("received {bytes} bytes of {} with a different digest", s.result().bytes));
+    }
+    let stats = st.stats();
+    Ok(BulkReport {
+        peer,
+        ipv6,
+        bytes,
+        seconds,
+        gbps: bytes as f64 * 8.0 / seconds.max(1e-9) / 1e9,
+        tso_packets: stats.tso_packets,
+        tso_avg_bytes: if stats.tso_packets > 0 {
+            (stats.tso_segments as f64 * 1448.0) / stats.tso_packets as f64
+        } else {
+            0.0
+        },
+        rx_lro: if peer == PeerKind::Guest { w.ifp(1).if_counters().rx_lro } else { 0 },
+        per_second: rates,
+    })
+}
+
+/// Linux side of a bulk run: reads one connection to the end, checking the
+/// pattern; returns (bytes, digest, first bad offset, seconds).
+fn linux_receive(
+    l: &TcpListener,
+    pattern: Pattern,
+    counter: &AtomicU64,
+) -> Result<(u64, u64, Option<u64>, f64), String> {
+    let (mut c, _) = l.accept().map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 1 << 18];
+    let (mut got, mut d, mut bad) = (0u64, Digest::default(), None);
+    let mut start = None;
+    loop {
+        let n = c.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            let secs = start.map_or(0.0, |s: Instant| s.elapsed().as_secs_f64());
+            return Ok((got, d.0, bad, secs));
+        }
+        start.get_or_insert_with(Instant::now);
+        let ok = pattern.matching(got, &buf[..n]);
+        if ok < n && bad.is_none() {
+            bad = Some(got + ok as u64);
+        }
+        d.update(&buf[..n]);
+        got += n as u64;
+        counter.store(got, Ordering::Relaxed);
+    }
+}
+
+/// Linux side of a bulk run as the sender, for `duration`.
+fn linux_send(c: &mut TcpStream, pattern: Pattern, duration: Duration) -> std::io::Result<(u64, u64)> {
+    let mut buf = vec![0u8; 1 << 18];
+    let (mut sent, mut d) = (0u64, Digest::default());
+    let end = Instant::now() + duration;
+    while Instant::now() < end {
+        pattern.fill(sent, &mut buf);
+        c.write_all(&buf)?;
+        d.update(&buf);
+        sent += buf.len() as u64;
+    }
+    Ok((sent, d.0))
+}
+
+fn rr_socket(st: &mut Stack) -> tcp::Socket<'static> {
+    let _ = st;
+    let mut s = tcp::Socket::new(tcp::SocketBuffer::new(vec![0; 1 << 16]), tcp::SocketBuffer::new(vec![0; 1 << 16]));
+    s.set_nagle_enabled(false);
+    s.set_ack_delay(None);
+    s
+}
+
+/// A guest answering `req`-byte requests with `resp`-byte responses.
+struct RrServer {
+    h: SocketHandle,
+    req: usize,
+    resp: usize,
+    pending: usize,
+}
+
+impl RrServer {
+    fn step(&mut self, st: &mut Stack) {
+        let s = st.sockets.get_mut::<tcp::Socket>(self.h);
+        while s.can_recv() {
+            let (req, pending) = (self.req, &mut self.pending);
+            let _ = s.recv(|b| {
+                *pending += b.len();
+                (b.len(), ())
+            });
+            while self.pending >= req {
+                self.pending -= req;
+                let _ = s.send_slice(&vec![0x5a; self.resp]);
+            }
+        }
+        if !s.is_open() {
+            let _ = s.listen(5002);
+        }
+    }
+}
+
+/// Request/response from VM 0 to the peer for `duration`: one request in
+/// flight at a time, like netperf's TCP_RR.
+pub fn rr(
+    w: &World,
+    tap: Option<&TapBridge>,
+    peer: PeerKind,
+    req: usize,
+    resp: usize,
+    duration: Duration,
+    print: bool,
+) -> Result<RrReport, String> {
+    let done = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let (to, server): (IpAddress, std::thread::JoinHandle<Result<(), String>>) = match peer {
+        PeerKind::Guest => {
+            let (ifb, mb, d2) = (w.ifp(1).clone(), w.vms[1].mac, done.clone());
+            let h = std::thread::spawn(move || {
+                let mut st = Stack::new(ifb, mb, &vm_addrs(1)).map_err(|e| e.to_string())?;
+                let mut s = rr_socket(&mut st);
+                s.listen(5002).map_err(|e| format!("{e:?}"))?;
+                let mut srv = RrServer { h: st.sockets.add(s), req, resp, pending: 0 };
+                st.run_until(Duration::from_secs(3600), |st| {
+                    srv.step(st);
+                    d2.load(Ordering::Acquire)
+                });
+                Ok(())
+            });
+            (IpAddress::Ipv4(vm_ipv4(1)), h)
+        }
+        PeerKind::Linux => {
+            let tap = tap.ok_or("the Linux peer needs the TAP device")?;
+            let addr = sockaddr(tap.peer_ipv4(), 5002);
+            let l = tap
+                .peer_netns()
+                .run(move || TcpListener::bind(addr))
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            let h = std::thread::spawn(move || linux_rr_server(&l, req, resp).map_err(|e| e.to_string()));
+            (tap.peer_ipv4().parse().map_err(|_| "bad address")?, h)
+        }
+    };
+    let mut st = guest_stack(w, 0, tap)?;
+    let mut s = rr_socket(&mut st);
+    s.connect(st.iface.context(), (to, 5002), 40002).map_err(|e| format!("{e:?}"))?;
+    let h = st.sockets.add(s);
+    let (mut outstanding, mut got) = (false, 0usize);
+    let mut rtts = Vec::new();
+    let mut sent_at = Instant::now();
+    let end = Instant::now() + duration + Duration::from_millis(200);
+    let mut start = None;
+    let rates = std::thread::scope(|sc| {
+        let (d3, c3) = (done.clone(), count.clone());
+        let m = sc.spawn(move || Meter::new(&c3, Unit::Transactions, print).run(|| !d3.load(Ordering::Acquire)));
+        st.run_until(duration + Duration::from_secs(30), |st| {
+            let s = st.sockets.get_mut::<tcp::Socket>(h);
+            if !s.may_send() {
+                return false;
+            }
+            let t0 = *start.get_or_insert_with(Instant::now);
+            while s.can_recv() {
+                let _ = s.recv(|b| {
+                    got += b.len();
+                    (b.len(), ())
+                });
+            }
+            if outstanding && got >= resp {
+                got -= resp;
+                outstanding = false;
+                rtts.push(sent_at.elapsed());
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+            if !outstanding {
+                if t0.elapsed() >= duration || Instant::now() >= end {
+                    return true;
+                }
+                sent_at = Instant::now();
+                let _ = s.send_slice(&vec![0xa5; req]);
+                outstanding = true;
+            }
+            false
+        });
+        st.sockets.get_mut::<tcp::Socket>(h).close();
+        st.run_until(Duration::from_millis(50), |_| false);
+        done.store(true, Ordering::Release);
+        m.join().unwrap_or_default()
+    });
+    server.join().map_err(|_| "server panicked")??;
+    let seconds = start.map_or(0.0, |s| s.elapsed().as_secs_f64()).min(duration.as_secs_f64() + 1.0);
+    let n = rtts.len() as u64;
+    if n == 0 {
+        return Err("no transaction completed".into());
+    }
+    rtts.sort();
+    let us = |q: f64| rtts[((rtts.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e6;
+    Ok(RrReport {
+        peer,
+        request: req,
+        response: resp,
+        transactions: n,
+        seconds,
+        tps: n as f64 / seconds,
+        p50_us: us(0.5),
+        p99_us: us(0.99),
+        per_second: rates,
+    })
+}
+
+fn linux_rr_server(l: &TcpListener, req: usize, resp: usize) -> std::io::Result<()> {
+    let (mut c, _) = l.accept()?;
+    c.set_nodelay(true)?;
+    let (mut inb, out) = (vec![0u8; req], vec![0x5a; resp]);
+    loop {
+        if c.read_exact(&mut inb).is_err() {
+            return Ok(());
+        }
+        c.write_all(&out)?;
+    }
+}
+
+/// Two namespaces joined by a veth pair, Linux TCP at both ends: the
+/// baseline for bulk and request/response through the kernel.
+pub struct Veth {
+    a: Netns,
+    b: Netns,
+}
+
+impl Veth {
+    /// Creates the pair (10.2.0.1 in `a`, 10.2.0.2 in `b`), offloads on.
+    pub fn create() -> std::io::Result<Self> {
+        let a = Netns::create("ptnet-veth-a")?;
+        let b = Netns::create("ptnet-veth-b")?;
+        a.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1", "netns", &b.name])?;
+        a.ip(&["addr", "add", "10.2.0.1/24", "dev", "v0"])?;
+        b.ip(&["addr", "add", "10.2.0.2/24", "dev", "v1"])?;
+        a.ip(&["link", "set", "v0", "up"])?;
+        b.ip(&["link", "set", "v1", "up"])?;
+        Ok(Self { a, b })
+    }
+
+    /// Bulk from `a` to `b` for `duration`, the same pattern generated and
+    /// checked as in the guest runs; returns Gbps.
+    pub fn bulk(&self, duration: Duration) -> Result<f64, String> {
+        let pattern = Pattern::new(0x5eed);
+        let l =
+            self.b.run(|| TcpListener::bind("10.2.0.2:5001")).map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+        let counter = Arc::new(AtomicU64::new(0));
+        let c2 = counter.clone();
+        let rx = std::thread::spawn(move || linux_receive(&l, pattern, &c2));
+        let name = self.a.name.clone();
+        let tx = std::thread::spawn(move || -> Result<(u64, u64), String> {
+            let mut c = Netns::enter(&name, || TcpStream::connect("10.2.0.2:5001"))
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            linux_send(&mut c, pattern, duration).map_err(|e| e.to_string())
+        });
+        let (sent, digest) = tx.join().map_err(|_| "sender panicked")??;
+        let (got, d2, bad, secs) = rx.join().map_err(|_| "receiver panicked")??;
+        if bad.is_some() || (got, d2) != (sent, digest) {
+            return Err("veth baseline stream corrupted".into());
+        }
+        Ok(got as f64 * 8.0 / secs.max(1e-9) / 1e9)
+    }
+
+    /// Request/response between `a` and `b`; returns transactions/s.
+    pub fn rr(&self, req: usize, resp: usize, duration: Duration) -> Result<f64, String> {
+        let l =
+            self.b.run(|| TcpListener::bind("10.2.0.2:5002")).map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+        let srv = std::thread::spawn(move || linux_rr_server(&l, req, resp));
+        let name = self.a.name.clone();
+        let n = std::thread::spawn(move || -> Result<(u64, f64), String> {
+            let mut c = Netns::enter(&name, || TcpStream::connect("10.2.0.2:5002"))
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            c.set_nodelay(true).map_err(|e| e.to_string())?;
+            let (out, mut inb) = (vec![0xa5; req], vec![0u8; resp]);
+            let start = Instant::now();
+            let mut n = 0u64;
+            while start.elapsed() < duration {
+                c.write_all(&out).map_err(|e| e.to_string())?;
+                c.read_exact(&mut inb).map_err(|e| e.to_string())?;
+                n += 1;
+            }
+            Ok((n, start.elapsed().as_secs_f64()))
+        })
+        .join()
+        .map_err(|_| "client panicked")??;
+        let _ = srv.join();
+        Ok(n.0 as f64 / n.1)
+    }
+}
+
+/// The machine's memory copy bandwidth (one thread, 64 MiB buffers), Gbps.
+pub fn memcpy_gbps(duration: Duration) -> f64 {
+    let src = vec![0x5au8; 64 << 20];
+    let mut dst = vec![0u8; 64 << 20];
+    let start = Instant::now();
+    let mut bytes = 0u64;
+    while start.elapsed() < duration {
+        dst.copy_from_slice(&src);
+        std::hint::black_box(&mut dst);
+        bytes += src.len() as u64;
+    }
+    bytes as f64 * 8.0 / start.elapsed().as_secs_f64() / 1e9
+}
+
+/// Linux to guest bulk through the TAP device (Linux's GSO packets arrive
+/// as large-receive frames), for `duration`.
+pub fn bulk_from_linux(w: &World, tap: &TapBridge, duration: Duration) -> Result<BulkReport, String> {
+    let pattern = Pattern::new(0xface);
+    let mut st = guest_stack(w, 0, Some(tap))?;
+    let mut r = BulkReceiver::listen(&mut st, 5003, pattern);
+    let ns = tap.peer_netns().name.clone();
+    let tx = std::thread::spawn(move || -> Result<(u64, u64), String> {
+        let mut c = Netns::enter(&ns, || TcpStream::connect("10.0.0.1:5003"))
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        linux_send(&mut c, pattern, duration).map_err(|e| e.to_string())
+    });
+    if !st.run_until(duration + Duration::from_secs(60), |s| r.step(s)) {
+        return Err(format!("guest receiver stalled at {} bytes", r.received()));
+    }
+    let (sent, digest) = tx.join().map_err(|_| "sender panicked")??;
+    let res = r.result();
+    if r.corrupt_at.is_some() || (res.bytes, res.digest) != (sent, digest) {
+        return Err("stream from Linux corrupted".into());
+    }
+    Ok(BulkReport {
+        peer: PeerKind::Linux,
+        ipv6: false,
+        bytes: res.bytes,
+        seconds: res.seconds,
+        gbps: res.bytes as f64 * 8.0 / res.seconds.max(1e-9) / 1e9,
+        tso_packets: 0,
+        tso_avg_bytes: 0.0,
+        rx_lro: w.ifp(0).if_counters().rx_lro,
+        per_second: Vec::new(),
+    })
+}
