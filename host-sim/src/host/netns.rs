@@ -27,14 +27,45 @@ fn ip(args: &[&str]) -> io::Result<()> {
     }
 }
 
+/// Deletes the namespaces of runs that were killed before they could
+/// (named `ptnet-…-<pid>-<n>` for a process that is gone).
+fn remove_orphans() {
+    let Ok(dir) = std::fs::read_dir("/run/netns") else { return };
+    for e in dir.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let mut parts = name.rsplitn(3, '-');
+        let (_, pid, prefix) = (parts.next(), parts.next(), parts.next());
+        let gone = pid
+            .and_then(|p| p.parse::<u32>().ok())
+            .is_some_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists());
+        if gone && prefix.is_some_and(|p| p.starts_with("ptnet-")) {
+            let _ = ip(&["netns", "del", &name]);
+        }
+    }
+}
+
 impl Netns {
     /// Creates a fresh namespace named after `prefix`, with loopback up.
     pub fn create(prefix: &str) -> io::Result<Self> {
+        remove_orphans();
         let name = format!("{prefix}-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
         ip(&["netns", "add", &name])?;
         let ns = Self { name };
         ns.ip(&["link", "set", "lo", "up"])?;
+        // Addresses are usable at once: no duplicate address detection
+        // (link-local addresses would stay tentative for a second or two,
+        // and IPv6 routing with them).
+        ns.sysctl("net/ipv6/conf/all/accept_dad", "0")?;
+        ns.sysctl("net/ipv6/conf/default/accept_dad", "0")?;
         Ok(ns)
+    }
+
+    /// Sets `/proc/sys/<key>` inside the namespace (`/proc/sys/net` is the
+    /// opening thread's namespace's).
+    pub fn sysctl(&self, key: &str, value: &str) -> io::Result<()> {
+        let path = format!("/proc/sys/{key}");
+        let value = value.to_owned();
+        self.run(move || std::fs::write(path, value))?
     }
 
     /// Runs an `ip` command inside the namespace.

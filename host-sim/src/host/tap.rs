@@ -200,13 +200,37 @@ fn route_to_far(lan: &Netns) -> io::Result<Netns> {
     far.ip(&["link", "set", "veth-far", "up"])?;
     far.ip(&["route", "add", "default", "via", "10.1.0.1"])?;
     far.ip(&["-6", "route", "add", "default", "via", "fd01::1"])?;
-    lan.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
-    lan.exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])?;
+    lan.sysctl("net/ipv4/ip_forward", "1")?;
+    lan.sysctl("net/ipv6/conf/all/forwarding", "1")?;
     lan.exec(&["ethtool", "-K", "veth-lan", "tx", "off", "tso", "off", "gso", "off"])?;
     Ok(far)
 }
 
 impl TapBridge {
+    /// The Ethernet address of the Linux end of the TAP device.
+    pub fn mac(&self) -> io::Result<[u8; 6]> {
+        let out =
+            std::process::Command::new("ip").args(["-n", &self.netns.name, "-o", "link", "show", "tap0"]).output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let s = text
+            .split("link/ether ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .ok_or_else(|| io::Error::other("no MAC address for tap0"))?;
+        let mut mac = [0u8; 6];
+        for (m, part) in mac.iter_mut().zip(s.split(':')) {
+            *m = u8::from_str_radix(part, 16).map_err(|e| io::Error::other(e.to_string()))?;
+        }
+        Ok(mac)
+    }
+
+    /// Tells Linux the Ethernet address of a guest (a static neighbour
+    /// entry), for peers that do not answer ARP or neighbour discovery.
+    pub fn add_neighbor(&self, ip: &str, mac: [u8; 6]) -> io::Result<()> {
+        let m = mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+        self.netns.ip(&["neigh", "replace", ip, "lladdr", &m, "dev", "tap0", "nud", "permanent"])
+    }
+
     /// The namespace of the Linux peer.
     pub fn peer_netns(&self) -> &Netns {
         self.far.as_ref().unwrap_or(&self.netns)
@@ -274,8 +298,15 @@ fn from_linux(port: &Arc<NmPort>, fd: &OwnedFd, stats: &TapStats, stop: &AtomicB
                 break;
             }
             let frame = &buf[..n as usize];
-            let k = &mut hk.k;
             let need = slots_for(frame.len(), bufs.buf_size()) as u32;
+            if need > hk.k.user_avail() && queued > 0 {
+                // Forward what is queued to make room (the switch drops,
+                // and counts, only if the destination is full).
+                port.backend.txsync(port, ring, &mut hk, &mut notes);
+                hk.rtail = hk.k.hwtail;
+                queued = 0;
+            }
+            let k = &mut hk.k;
             if need > k.user_avail().min(ptnet::net::frame::MAX_FRAGS as u32) {
                 stats.tx_full.fetch_add(1, Ordering::Relaxed);
                 continue;
