@@ -82,7 +82,7 @@ fn guest_to_linux(s: &mut Setup, total: u64, v6: bool) {
         loop {
             let n = c.read(&mut buf).unwrap();
             if n == 0 {
-                return (got, d.0, bad);
+                return (got, d.value(), bad);
             }
             let ok = pattern.matching(got, &buf[..n]);
             if ok < n && bad.is_none() {
@@ -122,7 +122,7 @@ fn linux_to_guest(s: &mut Setup, total: u64, v6: bool) {
             d.update(&buf[..n]);
             sent += n as u64;
         }
-        d.0
+        d.value()
     });
     assert!(s.st.run_until(Duration::from_secs(180), |x| r.step(x)), "guest receiver stalled at {}", r.result().bytes);
     let digest = sender.join().unwrap();

@@ -4,8 +4,9 @@
 //! (a veth pair between two namespaces, memcpy).
 
 use super::meter::{Meter, Unit};
-use super::stream::{Digest, Pattern};
-use super::tcp::{vm_addrs, vm_ipv4, vm_ipv6, BulkReceiver, BulkSender};
+use super::stream::Pattern;
+use super::tcp::{vm_addrs, vm_ipv4, vm_ipv6};
+use crate::guest::bulktcp::{BulkTcp, Endpoint};
 use crate::guest::stack::Stack;
 use crate::host::netns::Netns;
 use crate::host::tap::TapBridge;
@@ -15,7 +16,7 @@ use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 use smoltcp::wire::IpAddress;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{IpAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,6 +50,8 @@ pub struct BulkReport {
     pub tso_avg_bytes: f64,
     /// Frames the receiving guest took as large-receive frames.
     pub rx_lro: u64,
+    /// Retransmission episodes at the sender.
+    pub retransmits: u64,
     /// Per-second goodput.
     pub per_second: Vec<f64>,
 }
@@ -95,13 +98,26 @@ fn guest_stack(w: &World, i: usize, tap: Option<&TapBridge>) -> Result<Stack, St
     Ok(st)
 }
 
-/// Keeps a guest stack running until `done`.
-fn serve_until(st: &mut Stack, done: &AtomicBool) {
-    st.run_until(Duration::from_secs(3600), |_| done.load(Ordering::Acquire));
+/// A guest's endpoint: VM `i`'s addresses and `port`.
+fn guest_end(w: &World, i: usize, ipv6: bool, port: u16) -> Endpoint {
+    let ip = if ipv6 { IpAddr::V6(vm_ipv6(i)) } else { IpAddr::V4(vm_ipv4(i)) };
+    Endpoint { mac: w.vms[i].mac, ip, port }
 }
 
-/// TCP bulk from VM 0 to the peer for `duration`, content checked at the
-/// receiver.
+/// The Linux peer behind the TAP device, with static neighbour entries
+/// both ways (the bulk engine does not do ARP or neighbour discovery).
+fn linux_end(w: &World, tap: &TapBridge, ipv6: bool, port: u16) -> Result<Endpoint, String> {
+    let mac = tap.mac().map_err(|e| e.to_string())?;
+    for v6 in [false, true] {
+        let guest = guest_end(w, 0, v6, 0);
+        tap.add_neighbor(&guest.ip.to_string(), guest.mac).map_err(|e| e.to_string())?;
+    }
+    let ip: IpAddr = if ipv6 { tap.peer_ipv6() } else { tap.peer_ipv4() }.parse().map_err(|_| "bad address")?;
+    Ok(Endpoint { mac, ip, port })
+}
+
+/// TCP bulk from VM 0 to the peer for `duration`, through the bulk engine
+/// (TSO super-packets), content checked at the receiver.
 pub fn bulk(
     w: &World,
     tap: Option<&TapBridge>,
@@ -113,33 +129,32 @@ pub fn bulk(
     let pattern = Pattern::new(0x5eed);
     let received = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
-    type RxOut = Result<(u64, u64, Option<u64>, f64), String>;
-    let (to, rx): (IpAddress, std::thread::JoinHandle<RxOut>) = match peer {
+    let local = guest_end(w, 0, ipv6, 40001);
+    type RxOut = Result<(u64, Option<u64>, f64, u64), String>;
+    let (remote, rx): (Endpoint, std::thread::JoinHandle<RxOut>) = match peer {
         PeerKind::Guest => {
-            let (ifb, mb) = (w.ifp(1).clone(), w.vms[1].mac);
-            let (r2, d2) = (received.clone(), done.clone());
-            let h = std::thread::spawn(move || {
-                let mut st = Stack::new(ifb, mb, &vm_addrs(1)).map_err(|e| e.to_string())?;
-                let mut r = BulkReceiver::listen(&mut st, 5001, pattern);
-                let finished = st.run_until(duration + Duration::from_secs(60), |s| {
-                    let f = r.step(s);
-                    r2.store(r.received(), Ordering::Relaxed);
-                    f
-                });
-                d2.store(true, Ordering::Release);
-                if !finished {
-                    return Err(format!("receiving guest stalled at {} bytes", r.received()));
-                }
-                let res = r.result();
-                Ok((res.bytes, res.digest, r.corrupt_at, res.seconds))
-            });
-            let ip = if ipv6 { IpAddress::Ipv6(vm_ipv6(1)) } else { IpAddress::Ipv4(vm_ipv4(1)) };
-            (ip, h)
+            let remote = guest_end(w, 1, ipv6, 5001);
+            let (ifb, r2, d2) = (w.ifp(1).clone(), received.clone(), done.clone());
+            let h = std::thread::Builder::new()
+                .name("vm1-bulk-rx".into())
+                .spawn(move || {
+                    let mut c = BulkTcp::listen(ifb, remote, local, pattern);
+                    let ok =
+                        c.run_with(duration + Duration::from_secs(60), |c| r2.store(c.received(), Ordering::Relaxed));
+                    d2.store(true, Ordering::Release);
+                    let s = c.stats();
+                    if !ok {
+                        return Err(format!("receiving guest stalled at {} bytes", s.bytes));
+                    }
+                    Ok((s.bytes, s.corrupt_at, s.seconds, s.lro_frames))
+                })
+                .map_err(|e| e.to_string())?;
+            (remote, h)
         }
         PeerKind::Linux => {
             let tap = tap.ok_or("the Linux peer needs the TAP device")?;
-            let ip = if ipv6 { tap.peer_ipv6() } else { tap.peer_ipv4() };
-            let addr = sockaddr(ip, 5001);
+            let remote = linux_end(w, tap, ipv6, 5001)?;
+            let addr = sockaddr(&remote.ip.to_string(), 5001);
             let l = tap
                 .peer_netns()
                 .run(move || TcpListener::bind(addr))
@@ -149,92 +164,84 @@ pub fn bulk(
             let h = std::thread::spawn(move || {
                 let res = linux_receive(&l, pattern, &r2);
                 d2.store(true, Ordering::Release);
-                res
+                res.map(|(b, c, s)| (b, c, s, 0))
             });
-            (ip.parse().map_err(|_| "bad peer address")?, h)
+            (remote, h)
         }
     };
-    let mut st = guest_stack(w, 0, tap)?;
-    let mut s = BulkSender::connect(&mut st, to, 5001, 40001, u64::MAX, pattern);
-    let stop_at = Instant::now() + duration;
-    s.stop_at(stop_at);
-    let meter_done = done.clone();
+    let mut tx = BulkTcp::connect(w.ifp(0).clone(), local, remote, pattern, u64::MAX);
+    tx.send_for(duration);
     let rates = std::thread::scope(|sc| {
-        let m = sc.spawn(|| Meter::new(&received, Unit::Bytes, print).run(|| !meter_done.load(Ordering::Acquire)));
-        let ok = st.run_until(duration + Duration::from_secs(60), |x| s.step(x));
-        serve_until(&mut st, &done);
+        let m = sc.spawn(|| Meter::new(&received, Unit::Bytes, print).run(|| !done.load(Ordering::Acquire)));
+        let ok = tx.run(duration + Duration::from_secs(60));
+        if !ok {
+            done.store(true, Ordering::Release);
+        }
         let rates = m.join().unwrap_or_default();
         if ok {
             Ok(rates)
         } else {
-            Err(format!("sending guest stalled at {} bytes", s.sent()))
+            Err(format!("sending guest stalled at {} bytes: {}", tx.stats().bytes, tx.debug_state()))
         }
     })?;
-    let (bytes, digest, corrupt, seconds) = rx.join().map_err(|_| "receiver panicked")??;
+    let (bytes, corrupt, seconds, lro) = rx.join().map_err(|_| "receiver panicked")??;
     if let Some(at) = corrupt {
         return Err(format!("stream corrupted at byte {at}"));
     }
-    if (bytes, digest) != (s.result().bytes, s.result().digest) {
-        return Err(format!("received {bytes} bytes of {} with a different digest", s.result().bytes));
+    let sent = tx.stats();
+    if bytes != sent.bytes {
+        return Err(format!("received {bytes} bytes of {}", sent.bytes));
     }
-    let stats = st.stats();
     Ok(BulkReport {
         peer,
         ipv6,
         bytes,
         seconds,
         gbps: bytes as f64 * 8.0 / seconds.max(1e-9) / 1e9,
-        tso_packets: stats.tso_packets,
-        tso_avg_bytes: if stats.tso_packets > 0 {
-            (stats.tso_segments as f64 * 1448.0) / stats.tso_packets as f64
-        } else {
-            0.0
-        },
-        rx_lro: if peer == PeerKind::Guest { w.ifp(1).if_counters().rx_lro } else { 0 },
+        tso_packets: sent.tso_packets,
+        tso_avg_bytes: if sent.segments > 0 { bytes as f64 / sent.segments as f64 } else { 0.0 },
+        rx_lro: lro,
+        retransmits: sent.retransmits,
         per_second: rates,
     })
 }
 
-/// Linux side of a bulk run: reads one connection to the end, checking the
-/// pattern; returns (bytes, digest, first bad offset, seconds).
-fn linux_receive(
-    l: &TcpListener,
-    pattern: Pattern,
-    counter: &AtomicU64,
-) -> Result<(u64, u64, Option<u64>, f64), String> {
+/// Linux side of a bulk run: reads one connection to the end, checking
+/// every byte against the pattern; returns (bytes, first bad offset,
+/// seconds).
+fn linux_receive(l: &TcpListener, pattern: Pattern, counter: &AtomicU64) -> Result<(u64, Option<u64>, f64), String> {
     let (mut c, _) = l.accept().map_err(|e| e.to_string())?;
     let mut buf = vec![0u8; 1 << 18];
-    let (mut got, mut d, mut bad) = (0u64, Digest::default(), None);
+    let (mut got, mut bad) = (0u64, None);
     let mut start = None;
     loop {
         let n = c.read(&mut buf).map_err(|e| e.to_string())?;
         if n == 0 {
             let secs = start.map_or(0.0, |s: Instant| s.elapsed().as_secs_f64());
-            return Ok((got, d.0, bad, secs));
+            return Ok((got, bad, secs));
         }
         start.get_or_insert_with(Instant::now);
         let ok = pattern.matching(got, &buf[..n]);
         if ok < n && bad.is_none() {
             bad = Some(got + ok as u64);
         }
-        d.update(&buf[..n]);
         got += n as u64;
         counter.store(got, Ordering::Relaxed);
     }
 }
 
-/// Linux side of a bulk run as the sender, for `duration`.
-fn linux_send(c: &mut TcpStream, pattern: Pattern, duration: Duration) -> std::io::Result<(u64, u64)> {
+/// Linux side of a bulk run as the sender, for `duration`; returns the
+/// bytes sent.
+fn linux_send(c: &mut TcpStream, pattern: Pattern, duration: Duration) -> std::io::Result<u64> {
     let mut buf = vec![0u8; 1 << 18];
-    let (mut sent, mut d) = (0u64, Digest::default());
+    let mut sent = 0u64;
     let end = Instant::now() + duration;
     while Instant::now() < end {
         pattern.fill(sent, &mut buf);
         c.write_all(&buf)?;
-        d.update(&buf);
         sent += buf.len() as u64;
     }
-    Ok((sent, d.0))
+    Ok(sent)
 }
 
 fn rr_socket(st: &mut Stack) -> tcp::Socket<'static> {
@@ -422,15 +429,15 @@ impl Veth {
         let c2 = counter.clone();
         let rx = std::thread::spawn(move || linux_receive(&l, pattern, &c2));
         let name = self.a.name.clone();
-        let tx = std::thread::spawn(move || -> Result<(u64, u64), String> {
+        let tx = std::thread::spawn(move || -> Result<u64, String> {
             let mut c = Netns::enter(&name, || TcpStream::connect("10.2.0.2:5001"))
                 .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())?;
             linux_send(&mut c, pattern, duration).map_err(|e| e.to_string())
         });
-        let (sent, digest) = tx.join().map_err(|_| "sender panicked")??;
-        let (got, d2, bad, secs) = rx.join().map_err(|_| "receiver panicked")??;
-        if bad.is_some() || (got, d2) != (sent, digest) {
+        let sent = tx.join().map_err(|_| "sender panicked")??;
+        let (got, bad, secs) = rx.join().map_err(|_| "receiver panicked")??;
+        if bad.is_some() || got != sent {
             return Err("veth baseline stream corrupted".into());
         }
         Ok(got as f64 * 8.0 / secs.max(1e-9) / 1e9)
@@ -478,36 +485,60 @@ pub fn memcpy_gbps(duration: Duration) -> f64 {
     bytes as f64 * 8.0 / start.elapsed().as_secs_f64() / 1e9
 }
 
-/// Linux to guest bulk through the TAP device (Linux's GSO packets arrive
-/// as large-receive frames), for `duration`.
-pub fn bulk_from_linux(w: &World, tap: &TapBridge, duration: Duration) -> Result<BulkReport, String> {
+/// Linux to guest bulk through the TAP device for `duration`: Linux's GSO
+/// packets arrive as large-receive frames, taken by the bulk engine.
+pub fn bulk_from_linux(
+    w: &World,
+    tap: &TapBridge,
+    ipv6: bool,
+    duration: Duration,
+    print: bool,
+) -> Result<BulkReport, String> {
     let pattern = Pattern::new(0xface);
-    let mut st = guest_stack(w, 0, Some(tap))?;
-    let mut r = BulkReceiver::listen(&mut st, 5003, pattern);
+    let local = guest_end(w, 0, ipv6, 5003);
+    let remote = Endpoint { port: 0, ..linux_end(w, tap, ipv6, 0)? };
+    let mut rx = BulkTcp::listen(w.ifp(0).clone(), local, remote, pattern);
     let ns = tap.peer_netns().name.clone();
-    let tx = std::thread::spawn(move || -> Result<(u64, u64), String> {
-        let mut c = Netns::enter(&ns, || TcpStream::connect("10.0.0.1:5003"))
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+    let dst = sockaddr(&local.ip.to_string(), 5003);
+    let tx = std::thread::spawn(move || -> Result<u64, String> {
+        let mut c =
+            Netns::enter(&ns, || TcpStream::connect(dst)).map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
         linux_send(&mut c, pattern, duration).map_err(|e| e.to_string())
     });
-    if !st.run_until(duration + Duration::from_secs(60), |s| r.step(s)) {
-        return Err(format!("guest receiver stalled at {} bytes", r.received()));
-    }
-    let (sent, digest) = tx.join().map_err(|_| "sender panicked")??;
-    let res = r.result();
-    if r.corrupt_at.is_some() || (res.bytes, res.digest) != (sent, digest) {
+    let received = AtomicU64::new(0);
+    let done = AtomicBool::new(false);
+    let rates = std::thread::scope(|sc| {
+        let m = sc.spawn(|| Meter::new(&received, Unit::Bytes, print).run(|| !done.load(Ordering::Acquire)));
+        let ok = rx.run_with(duration + Duration::from_secs(60), |c| received.store(c.received(), Ordering::Relaxed));
+        done.store(true, Ordering::Release);
+        let rates = m.join().unwrap_or_default();
+        if ok {
+            Ok(rates)
+        } else {
+            Err(format!(
+                "guest receiver stalled: {}; {:?}; switch drops {}; {:?}",
+                rx.debug_state(),
+                tap.stats,
+                w.drops(),
+                w.ifp(0).if_counters()
+            ))
+        }
+    })?;
+    let sent = tx.join().map_err(|_| "sender panicked")??;
+    let s = rx.stats();
+    if s.corrupt_at.is_some() || s.bytes != sent {
         return Err("stream from Linux corrupted".into());
     }
     Ok(BulkReport {
         peer: PeerKind::Linux,
-        ipv6: false,
-        bytes: res.bytes,
-        seconds: res.seconds,
-        gbps: res.bytes as f64 * 8.0 / res.seconds.max(1e-9) / 1e9,
+        ipv6,
+        bytes: s.bytes,
+        seconds: s.seconds,
+        gbps: s.bytes as f64 * 8.0 / s.seconds.max(1e-9) / 1e9,
         tso_packets: 0,
         tso_avg_bytes: 0.0,
-        rx_lro: w.ifp(0).if_counters().rx_lro,
-        per_second: Vec::new(),
+        rx_lro: s.lro_frames,
+        retransmits: 0,
+        per_second: rates,
     })
 }

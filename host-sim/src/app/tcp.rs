@@ -115,7 +115,7 @@ impl BulkSender {
     /// What was sent.
     pub fn result(&self) -> BulkSide {
         let seconds = self.start.map_or(0.0, |s| s.elapsed().as_secs_f64());
-        BulkSide { bytes: self.sent, seconds, digest: self.digest.0 }
+        BulkSide { bytes: self.sent, seconds, digest: self.digest.value() }
     }
 }
 
@@ -172,7 +172,7 @@ impl BulkReceiver {
     /// What was received.
     pub fn result(&self) -> BulkSide {
         let seconds = self.start.map_or(0.0, |s| s.elapsed().as_secs_f64());
-        BulkSide { bytes: self.got, seconds, digest: self.digest.0 }
+        BulkSide { bytes: self.got, seconds, digest: self.digest.value() }
     }
 }
 

@@ -101,10 +101,17 @@ impl FrameSink for InputQueue {
 
     fn shared(&mut self, r: &SharedRegion, off: usize, len: usize) {
         if let Some(f) = &mut self.building {
-            let at = f.data.len();
-            f.data.resize(at + len, 0);
-            if r.read_bytes(off, &mut f.data[at..]).is_err() {
-                f.data.truncate(at);
+            // Copy straight into the frame's spare capacity: one pass.
+            if off.checked_add(len).is_some_and(|e| e <= r.len()) {
+                f.data.reserve(len);
+                let at = f.data.len();
+                // SAFETY: `off + len` is inside the region (checked), the
+                // destination has `len` bytes of spare capacity (reserved),
+                // and the two do not overlap (guest heap vs shared memory).
+                unsafe {
+                    std::ptr::copy_nonoverlapping(r.as_ptr().add(off), f.data.as_mut_ptr().add(at), len);
+                    f.data.set_len(at + len);
+                }
             }
         }
     }

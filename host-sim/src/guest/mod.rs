@@ -1,6 +1,7 @@
 //! The simulated guest: its kernel services, the attached ptnet device,
 //! its netmap layer, the network interface, and a network stack on top.
 
+pub mod bulktcp;
 pub mod device;
 pub mod ifnet;
 pub mod kernel;

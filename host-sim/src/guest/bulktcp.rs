@@ -1,0 +1,664 @@
+//! A lean TCP for bulk transfers, the way FreeBSD's `tcp_output` drives a
+//! TSO-capable interface: it hands the driver one segment of up to 64 KiB
+//! per send, with `CSUM_TSO` and the MSS, and takes large-receive frames
+//! whole. smoltcp (see [`super::stack`]) builds every MSS-sized segment
+//! itself; this engine exists so the driver's TSO and LRO paths can be
+//! measured at the speed a kernel stack would drive them.
+//!
+//! One connection, one direction of data. The payload is a
+//! position-addressable [`Pattern`], so the sender keeps no send buffer
+//! (retransmissions regenerate it) and the receiver checks every byte
+//! against it as it arrives.
+//! Enough of TCP for Linux as a peer: SYN with MSS, window scale and
+//! SACK-permitted, sliding window, go-back-N retransmission on timeout or
+//! three duplicate ACKs, FIN. The receiver keeps what arrives beyond a
+//! hole (checked on arrival, so only its range is kept) and reports it in
+//! SACK blocks, so one lost frame costs a Linux sender one round trip
+//! rather than its whole window. Neighbours are configured statically by
+//! the caller.
+
+use super::device::PtnetIf;
+use super::ifnet::{InputQueue, SimPacket};
+use crate::app::stream::Pattern;
+use ptnet::net::caps::{CsumFlags, IfCap};
+use ptnet::net::cksum::{pseudo_v4, pseudo_v6, Csum, PROTO_TCP};
+use ptnet::net::hdr::{self, L3, L4};
+use ptnet::net::offload::TxRequest;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const FIN: u8 = 0x01;
+const SYN: u8 = 0x02;
+const RST: u8 = 0x04;
+const PSH: u8 = 0x08;
+const ACK: u8 = 0x10;
+/// Our window scale (the 4 MiB window below fits 16 bits scaled).
+const WSCALE: u8 = 7;
+const RCV_WND: u32 = 4 << 20;
+/// Largest segment handed to the driver (an IP datagram's limit).
+const MAX_SUPER: usize = 65535 - 60 - 60;
+const RTO: Duration = Duration::from_millis(200);
+
+/// One end of the connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Endpoint {
+    /// Ethernet address.
+    pub mac: [u8; 6],
+    /// IP address.
+    pub ip: IpAddr,
+    /// TCP port.
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Listen,
+    SynSent,
+    SynReceived,
+    Established,
+    Closed,
+}
+
+/// What a finished transfer saw.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct BulkStats {
+    /// Payload bytes sent (first transmissions) or received in order.
+    pub bytes: u64,
+    /// Seconds from the first to the last data byte.
+    pub seconds: f64,
+    /// Offset of the first byte that did not match the pattern.
+    pub corrupt_at: Option<u64>,
+    /// Segments handed to the driver.
+    pub segments: u64,
+    /// Of which TSO super-packets.
+    pub tso_packets: u64,
+    /// Largest segment handed to the driver (bytes).
+    pub max_segment: u64,
+    /// Frames received larger than one MSS (large receive).
+    pub lro_frames: u64,
+    /// Retransmission episodes (timeouts and triple duplicate ACKs).
+    pub retransmits: u64,
+    /// Frames dropped for a bad checksum.
+    pub bad_csum: u64,
+}
+
+/// A bulk TCP connection on a guest interface.
+pub struct BulkTcp {
+    ifp: Arc<PtnetIf>,
+    local: Endpoint,
+    remote: Endpoint,
+    state: State,
+    input: InputQueue,
+    ip_id: u16,
+    // Send side.
+    iss: u32,
+    snd_una: u32,
+    snd_nxt: u32,
+    snd_max: u32,
+    snd_wnd: u32,
+    snd_shift: u8,
+    mss: u16,
+    max_inflight: u32,
+    /// Stream offset of `snd_una` (after the handshake, `snd_una` is the
+    /// first unacknowledged payload byte).
+    una_off: u64,
+    total: u64,
+    /// How long to send for, once established.
+    send_for: Option<Duration>,
+    deadline: Option<Instant>,
+    last_progress: Instant,
+    dupacks: u32,
+    // Receive side.
+    rcv_nxt: u32,
+    /// Stream ranges `[start, end)` received beyond a hole, sorted and
+    /// disjoint; `stats.bytes` is where the in-order stream ends.
+    ooo: Vec<(u64, u64)>,
+    /// The peer takes SACK blocks.
+    sack_ok: bool,
+    fin_received: bool,
+    unacked: u32,
+    // Data.
+    pattern: Pattern,
+    first_byte: Option<Instant>,
+    last_byte: Option<Instant>,
+    stats: BulkStats,
+}
+
+fn seq_lt(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}
+
+impl BulkTcp {
+    fn new(ifp: Arc<PtnetIf>, local: Endpoint, remote: Endpoint, pattern: Pattern, state: State) -> Self {
+        ifp.if_up().expect("interface up");
+        let iss = 0x1000_0000 ^ u32::from(local.port) << 8;
+        Self {
+            ifp,
+            local,
+            remote,
+            state,
+            input: InputQueue::new(8192),
+            ip_id: 1,
+            iss,
+            snd_una: iss,
+            snd_nxt: iss,
+            snd_max: iss,
+            snd_wnd: 0,
+            snd_shift: 0,
+            mss: 536,
+            max_inflight: 1 << 20,
+            una_off: 0,
+            total: 0,
+            send_for: None,
+            deadline: None,
+            last_progress: Instant::now(),
+            dupacks: 0,
+            rcv_nxt: 0,
+            ooo: Vec::new(),
+            sack_ok: false,
+            fin_received: false,
+            unacked: 0,
+            pattern,
+            first_byte: None,
+            last_byte: None,
+            stats: BulkStats::default(),
+        }
+    }
+
+    /// Connects to `remote` and will send `total` bytes of `pattern` (or
+    /// for [`BulkTcp::send_for`]).
+    pub fn connect(ifp: Arc<PtnetIf>, local: Endpoint, remote: Endpoint, pattern: Pattern, total: u64) -> Self {
+        let mut c = Self::new(ifp, local, remote, pattern, State::SynSent);
+        c.total = total;
+        c.send_syn(false);
+        c
+    }
+
+    /// Waits for `remote` to connect (from any port if its port is 0) and
+    /// receives its data.
+    pub fn listen(ifp: Arc<PtnetIf>, local: Endpoint, remote: Endpoint, pattern: Pattern) -> Self {
+        Self::new(ifp, local, remote, pattern, State::Listen)
+    }
+
+    /// Ends the stream at whatever was sent `d` after the handshake.
+    pub fn send_for(&mut self, d: Duration) {
+        self.send_for = Some(d);
+    }
+
+    /// The handshake is over: payload offsets start at `snd_una`.
+    fn establish(&mut self, ack: u32) {
+        self.state = State::Established;
+        self.snd_una = ack;
+        self.deadline = self.send_for.map(|d| Instant::now() + d);
+    }
+
+    /// Caps the bytes in flight (keep it below what the path's rings hold).
+    pub fn set_max_inflight(&mut self, bytes: u32) {
+        self.max_inflight = bytes;
+    }
+
+    /// Bytes received in order so far.
+    pub fn received(&self) -> u64 {
+        self.stats.bytes
+    }
+
+    /// The outcome so far.
+    pub fn stats(&self) -> BulkStats {
+        let mut s = self.stats;
+        s.seconds = match (self.first_byte, self.last_byte) {
+            (Some(a), Some(b)) => (b - a).as_secs_f64(),
+            _ => 0.0,
+        };
+        s
+    }
+
+    /// The connection's sequence state, for diagnostics.
+    pub fn debug_state(&self) -> String {
+        format!(
+            "{:?} una {} nxt {} max {} wnd {} shift {} mss {} off {} total {} retransmits {} rcv_nxt {} fin_received {} received {} remote port {}",
+            self.state, self.snd_una, self.snd_nxt, self.snd_max, self.snd_wnd, self.snd_shift, self.mss,
+            self.una_off, self.total, self.stats.retransmits, self.rcv_nxt, self.fin_received, self.stats.bytes, self.remote.port
+        )
+    }
+
+    /// True once the transfer is over: for a sender, all data and the FIN
+    /// acknowledged; for a receiver, the peer's FIN received.
+    pub fn done(&self) -> bool {
+        self.state == State::Closed
+            || (self.ending() && self.offset(self.snd_una) > self.total)
+            || (self.fin_received && self.total == 0)
+    }
+
+    fn v6(&self) -> bool {
+        self.remote.ip.is_ipv6()
+    }
+
+    /// Builds the Ethernet, IP and TCP headers for a segment of `payload`
+    /// bytes with `flags` and `options`; returns the headers (the caller
+    /// appends the payload) and where everything is.
+    fn headers(&mut self, seq: u32, flags: u8, options: &[u8], payload: usize) -> (Vec<u8>, hdr::Headers) {
+        let tcp_len = 20 + options.len();
+        let l3 = 14;
+        let ip_len = if self.v6() { 40 } else { 20 };
+        let mut f = Vec::with_capacity(l3 + ip_len + tcp_len + payload);
+        f.resize(l3 + ip_len + tcp_len, 0);
+        f[0..6].copy_from_slice(&self.remote.mac);
+        f[6..12].copy_from_slice(&self.local.mac);
+        let l4 = l3 + ip_len;
+        match (self.local.ip, self.remote.ip) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                f[12..14].copy_from_slice(&[0x08, 0x00]);
+                let ip = &mut f[l3..l4];
+                ip[0] = 0x45;
+                ip[2..4].copy_from_slice(&((ip_len + tcp_len + payload) as u16).to_be_bytes());
+                ip[4..6].copy_from_slice(&self.ip_id.to_be_bytes());
+                ip[6] = 0x40;
+                ip[8] = 64;
+                ip[9] = PROTO_TCP;
+                ip[12..16].copy_from_slice(&s.octets());
+                ip[16..20].copy_from_slice(&d.octets());
+                let mut c = Csum::new();
+                c.add(ip);
+                let sum = c.finish().to_be_bytes();
+                ip[10..12].copy_from_slice(&sum);
+                self.ip_id = self.ip_id.wrapping_add(1);
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                f[12..14].copy_from_slice(&[0x86, 0xdd]);
+                let ip = &mut f[l3..l4];
+                ip[0] = 0x60;
+                ip[4..6].copy_from_slice(&((tcp_len + payload) as u16).to_be_bytes());
+                ip[6] = PROTO_TCP;
+                ip[7] = 64;
+                ip[8..24].copy_from_slice(&s.octets());
+                ip[24..40].copy_from_slice(&d.octets());
+            }
+            _ => unreachable!("endpoints of one family"),
+        }
+        let t = &mut f[l4..l4 + tcp_len];
+        t[0..2].copy_from_slice(&self.local.port.to_be_bytes());
+        t[2..4].copy_from_slice(&self.remote.port.to_be_bytes());
+        t[4..8].copy_from_slice(&seq.to_be_bytes());
+        t[8..12].copy_from_slice(&self.rcv_nxt.to_be_bytes());
+        t[12] = ((tcp_len / 4) as u8) << 4;
+        t[13] = flags;
+        let wnd = if flags & SYN != 0 { RCV_WND.min(65535) } else { RCV_WND >> WSCALE };
+        t[14..16].copy_from_slice(&(wnd as u16).to_be_bytes());
+        t[20..].copy_from_slice(options);
+        let h = hdr::Headers {
+            vlan: None,
+            l3_off: l3,
+            l3: if self.v6() { L3::V6 } else { L3::V4 },
+            l4_off: l4,
+            l4: L4::Tcp { hdr_len: tcp_len as u8, flags },
+            frame_end: f.len() + payload,
+        };
+        (f, h)
+    }
+
+    /// Sends a finished frame, with checksum offload or a software
+    /// checksum as the interface allows, and TSO when `tso_mss` is set.
+    fn emit(&mut self, mut f: Vec<u8>, h: &hdr::Headers, tso_mss: Option<u16>) {
+        let (csum_flag, tso_flag) =
+            if self.v6() { (CsumFlags::IP6_TCP, CsumFlags::IP6_TSO) } else { (CsumFlags::IP_TCP, CsumFlags::IP_TSO) };
+        let offload = self.ifp.hwassist().contains(csum_flag);
+        let len = (f.len() - h.l4_off) as u32;
+        let pseudo = |f: &[u8], len: u32| match (self.local.ip, self.remote.ip) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => pseudo_v4(s.octets(), d.octets(), PROTO_TCP, len),
+            (IpAddr::V6(s), IpAddr::V6(d)) => pseudo_v6(s.octets(), d.octets(), PROTO_TCP, len),
+            _ => {
+                let _ = f;
+                Csum::new()
+            }
+        };
+        let at = h.l4_off + 16;
+        let mut req = TxRequest::default();
+        if let Some(mss) = tso_mss {
+            // FreeBSD's TSO convention: the pseudo-header sum without length.
+            let seed = pseudo(&f, 0).fold();
+            f[at..at + 2].copy_from_slice(&seed.to_be_bytes());
+            req.csum_flags = csum_flag | tso_flag;
+            req.tso_segsz = mss;
+            self.stats.tso_packets += 1;
+        } else if offload {
+            let seed = pseudo(&f, len).fold();
+            f[at..at + 2].copy_from_slice(&seed.to_be_bytes());
+            req.csum_flags = csum_flag;
+        } else {
+            let mut c = pseudo(&f, len);
+            c.add(&f[h.l4_off..]);
+            let sum = c.finish().to_be_bytes();
+            f[at..at + 2].copy_from_slice(&sum);
+        }
+        self.stats.segments += 1;
+        self.stats.max_segment = self.stats.max_segment.max((f.len() - h.hdr_end()) as u64);
+        let _ = self.ifp.transmit(SimPacket { data: f, req });
+    }
+
+    fn send_syn(&mut self, ack: bool) {
+        let mss = (self.ifp.mtu() - if self.v6() { 60 } else { 40 }) as u16;
+        let m = mss.to_be_bytes();
+        let opts = [2, 4, m[0], m[1], 1, 3, 3, WSCALE, 1, 1, 4, 2];
+        let flags = if ack { SYN | ACK } else { SYN };
+        let (f, h) = self.headers(self.iss, flags, &opts, 0);
+        self.emit(f, &h, None);
+        self.snd_nxt = self.iss.wrapping_add(1);
+        self.snd_max = self.snd_nxt;
+        self.last_progress = Instant::now();
+    }
+
+    fn send_ack(&mut self, flags: u8) {
+        let sack = self.sack_blocks(None);
+        let (f, h) = self.headers(self.snd_nxt, ACK | flags, &sack, 0);
+        self.emit(f, &h, None);
+        self.unacked = 0;
+    }
+
+    /// The SACK option for the ranges held beyond the hole, the one
+    /// holding stream offset `recent` first (RFC 2018), at most four.
+    fn sack_blocks(&self, recent: Option<u64>) -> Vec<u8> {
+        if !self.sack_ok || self.ooo.is_empty() {
+            return Vec::new();
+        }
+        let first = recent.and_then(|r| self.ooo.iter().position(|&(a, b)| a <= r && r < b)).unwrap_or(0);
+        let order = std::iter::once(first).chain((0..self.ooo.len()).filter(|&i| i != first)).take(4);
+        let seq = |off: u64| self.rcv_nxt.wrapping_add((off - self.stats.bytes) as u32);
+        let n = order.clone().count();
+        let mut o = vec![1, 1, 5, (2 + 8 * n) as u8];
+        for i in order {
+            let (a, b) = self.ooo[i];
+            o.extend_from_slice(&seq(a).to_be_bytes());
+            o.extend_from_slice(&seq(b).to_be_bytes());
+        }
+        o
+    }
+
+    /// Takes the payload of a segment starting at `seq`: checks it against
+    /// the pattern, moves the in-order stream on or keeps its range.
+    fn receive(&mut self, seq: u32, payload: &[u8]) {
+        let delta = i64::from(seq.wrapping_sub(self.rcv_nxt) as i32);
+        let head = self.stats.bytes;
+        let Some(start) = head.checked_add_signed(delta) else { return self.send_ack(0) };
+        let end = start + payload.len() as u64;
+        if end <= head || start > head + u64::from(RCV_WND) {
+            return self.send_ack(0); // a duplicate, or beyond the window
+        }
+        let from = start.max(head);
+        let data = &payload[(from - start) as usize..];
+        let ok = self.pattern.matching(from, data);
+        if ok < data.len() {
+            let at = from + ok as u64;
+            self.stats.corrupt_at = Some(self.stats.corrupt_at.map_or(at, |c| c.min(at)));
+        }
+        self.first_byte.get_or_insert_with(Instant::now);
+        self.last_byte = Some(Instant::now());
+        if payload.len() > usize::from(self.mss) {
+            self.stats.lro_frames += 1;
+        }
+        // Insert [from, end) and merge what it touches.
+        let i = self.ooo.partition_point(|&(_, b)| b < from);
+        let j = self.ooo.partition_point(|&(a, _)| a <= end);
+        let merged = self.ooo[i..j].iter().fold((from, end), |(a, b), &(c, d)| (a.min(c), b.max(d)));
+        self.ooo.splice(i..j, [merged]);
+        if self.ooo[0].0 > head {
+            // Beyond a hole: tell the sender at once (a duplicate ACK).
+            let sack = self.sack_blocks(Some(from));
+            let (f, h) = self.headers(self.snd_nxt, ACK, &sack, 0);
+            self.emit(f, &h, None);
+            return;
+        }
+        let (_, new_head) = self.ooo.remove(0);
+        self.rcv_nxt = self.rcv_nxt.wrapping_add((new_head - head) as u32);
+        self.stats.bytes = new_head;
+        self.unacked += (new_head - head) as u32;
+        if j > i || !self.ooo.is_empty() {
+            self.send_ack(0); // a hole (partly) filled: acknowledge at once
+        }
+    }
+
+    /// Payload offset of sequence number `seq` (within the window around
+    /// `snd_una`; 64-bit, so streams may pass 4 GiB).
+    fn offset(&self, seq: u32) -> u64 {
+        let delta = seq.wrapping_sub(self.snd_una) as i32;
+        self.una_off.saturating_add_signed(i64::from(delta))
+    }
+
+    /// Sends as much data as the window allows, in TSO super-packets when
+    /// the interface does TSO, else in MSS-sized segments.
+    fn output(&mut self) {
+        if !matches!(self.state, State::Established) {
+            return;
+        }
+        if let Some(d) = self.deadline {
+            if self.total == u64::MAX && Instant::now() >= d {
+                self.total = self.offset(self.snd_max);
+            }
+        }
+        let mss = usize::from(self.mss);
+        let tso_cap = if self.v6() { IfCap::TSO6 } else { IfCap::TSO4 };
+        let tso = self.ifp.enabled().contains(tso_cap);
+        loop {
+            let sent = self.offset(self.snd_nxt);
+            let left = self.total.saturating_sub(sent) as usize;
+            let inflight = self.snd_nxt.wrapping_sub(self.snd_una);
+            let room = self.snd_wnd.min(self.max_inflight).saturating_sub(inflight) as usize;
+            if left == 0 {
+                break;
+            }
+            let mut n = left.min(room).min(if tso { MAX_SUPER / mss * mss } else { mss });
+            if n < left && n < mss {
+                break; // wait for a full segment's room
+            }
+            n = n.max(1);
+            let seq = self.snd_nxt;
+            let (mut f, h) = self.headers(seq, ACK | if n == left { PSH } else { 0 }, &[], n);
+            let at = self.offset(seq);
+            self.pattern.extend(at, n, &mut f);
+            // Only bytes past snd_max are new (the rest is retransmitted).
+            let end = seq.wrapping_add(n as u32);
+            if seq_lt(self.snd_max, end) {
+                let fresh = if seq_lt(seq, self.snd_max) { self.snd_max.wrapping_sub(seq) as usize } else { 0 };
+                self.stats.bytes += (n - fresh) as u64;
+                self.first_byte.get_or_insert_with(Instant::now);
+                self.last_byte = Some(Instant::now());
+            }
+            let tso_mss = (n > mss).then_some(self.mss);
+            self.emit(f, &h, tso_mss);
+            self.snd_nxt = seq.wrapping_add(n as u32);
+            if seq_lt(self.snd_max, self.snd_nxt) {
+                self.snd_max = self.snd_nxt;
+            }
+            self.unacked = 0;
+        }
+        // The FIN follows the last byte, the first time and again after a
+        // go-back-N rewinds past it.
+        if self.ending() && self.offset(self.snd_nxt) == self.total {
+            let (f, h) = self.headers(self.snd_nxt, ACK | FIN, &[], 0);
+            self.emit(f, &h, None);
+            self.snd_nxt = self.snd_nxt.wrapping_add(1);
+            if seq_lt(self.snd_max, self.snd_nxt) {
+                self.snd_max = self.snd_nxt;
+            }
+        }
+    }
+
+    /// Handles one received frame.
+    fn input(&mut self, frame: &[u8], valid: bool) {
+        let Ok(h) = hdr::parse(&frame[..frame.len().min(hdr::MAX_HDR)], frame.len()) else { return };
+        let L4::Tcp { flags, hdr_len } = h.l4 else { return };
+        let t = &frame[h.l4_off..];
+        let sport = u16::from_be_bytes([t[0], t[1]]);
+        if self.state == State::Listen && self.remote.port == 0 && flags & SYN != 0 {
+            self.remote.port = sport; // a listener for any source port
+        }
+        if u16::from_be_bytes([t[2], t[3]]) != self.local.port || sport != self.remote.port {
+            return;
+        }
+        if !valid && !tcp_checksum_ok(frame, &h) {
+            self.stats.bad_csum += 1;
+            return;
+        }
+        let seq = u32::from_be_bytes(t[4..8].try_into().unwrap());
+        let ack = u32::from_be_bytes(t[8..12].try_into().unwrap());
+        let wnd = u32::from(u16::from_be_bytes([t[14], t[15]]));
+        let payload = &frame[h.hdr_end()..h.frame_end];
+        if flags & RST != 0 {
+            self.state = State::Closed;
+            return;
+        }
+        if flags & SYN != 0 {
+            self.syn_options(&t[20..usize::from(hdr_len)]);
+            self.rcv_nxt = seq.wrapping_add(1);
+            match self.state {
+                State::Listen => {
+                    self.state = State::SynReceived;
+                    self.send_syn(true);
+                }
+                State::SynSent if flags & ACK != 0 && ack == self.snd_nxt => {
+                    self.establish(ack);
+                    self.snd_wnd = wnd; // not scaled in a SYN
+                    self.send_ack(0);
+                }
+                _ => self.send_ack(0),
+            }
+            return;
+        }
+        if flags & ACK != 0 {
+            if self.state == State::SynReceived && ack == self.snd_nxt {
+                self.establish(ack);
+            }
+            self.snd_wnd = wnd << self.snd_shift;
+            if seq_lt(self.snd_una, ack) && !seq_lt(self.snd_max, ack) {
+                self.una_off = self.offset(ack);
+                self.snd_una = ack;
+                // After a go-back-N, the originals may be acknowledged
+                // before their retransmissions are sent: skip those.
+                if seq_lt(self.snd_nxt, ack) {
+                    self.snd_nxt = ack;
+                }
+                self.dupacks = 0;
+                self.last_progress = Instant::now();
+            } else if ack == self.snd_una && payload.is_empty() && self.snd_una != self.snd_max {
+                self.dupacks += 1;
+                if self.dupacks == 3 {
+                    self.retransmit();
+                }
+            }
+        }
+        if !payload.is_empty() {
+            self.receive(seq, payload);
+        }
+        if flags & FIN != 0 && seq.wrapping_add(payload.len() as u32) == self.rcv_nxt {
+            self.rcv_nxt = self.rcv_nxt.wrapping_add(1);
+            self.fin_received = true;
+            self.send_ack(0);
+        }
+    }
+
+    fn syn_options(&mut self, mut o: &[u8]) {
+        self.snd_shift = 0;
+        self.sack_ok = false;
+        while let [kind, rest @ ..] = o {
+            match *kind {
+                0 => break,
+                1 => o = rest,
+                _ => {
+                    let Some(&len) = rest.first() else { break };
+                    let len = usize::from(len).max(2);
+                    match (*kind, o.get(2..len)) {
+                        (2, Some(&[a, b])) => self.mss = u16::from_be_bytes([a, b]).min(self.mss.max(1460)),
+                        (3, Some(&[s])) => self.snd_shift = s.min(14),
+                        (4, Some(&[])) => self.sack_ok = true,
+                        _ => {}
+                    }
+                    o = o.get(len..).unwrap_or(&[]);
+                }
+            }
+        }
+        let ours = (self.ifp.mtu() - if self.v6() { 60 } else { 40 }) as u16;
+        self.mss = self.mss.min(ours);
+    }
+
+    fn retransmit(&mut self) {
+        self.snd_nxt = self.snd_una;
+        self.stats.retransmits += 1;
+        self.last_progress = Instant::now();
+    }
+
+    /// The sender knows where its stream ends (it has a FIN to send).
+    fn ending(&self) -> bool {
+        self.total != u64::MAX && self.total > 0
+    }
+
+    /// One pass: receive, process, send. Returns whether anything happened.
+    pub fn poll(&mut self) -> bool {
+        let more = self.ifp.service(&mut self.input, 256);
+        let mut got = false;
+        while let Some(f) = self.input.pop() {
+            got = true;
+            self.input(&f.data, f.info.csum_flags.contains(CsumFlags::L4_VALID));
+        }
+        if self.unacked > 0 {
+            self.send_ack(0);
+        }
+        let before = self.snd_nxt;
+        self.output();
+        let stalled = self.snd_una != self.snd_max && self.last_progress.elapsed() > RTO;
+        if stalled || (self.state == State::SynSent && self.last_progress.elapsed() > RTO) {
+            if self.state == State::SynSent {
+                self.send_syn(false);
+            } else {
+                self.retransmit();
+            }
+        }
+        more || got || before != self.snd_nxt
+    }
+
+    /// Runs until the transfer is over or `timeout`; true if it finished.
+    pub fn run(&mut self, timeout: Duration) -> bool {
+        self.run_with(timeout, |_| {})
+    }
+
+    /// [`BulkTcp::run`], calling `progress` after every pass.
+    pub fn run_with(&mut self, timeout: Duration, mut progress: impl FnMut(&Self)) -> bool {
+        let end = Instant::now() + timeout;
+        while !self.done() {
+            if Instant::now() >= end {
+                return false;
+            }
+            let t = self.ifp.idle_token();
+            if !self.poll() {
+                self.ifp.idle(t, Duration::from_millis(5));
+            }
+            progress(self);
+        }
+        // Answer the peer's last segments for a moment (its FIN, our ACK).
+        let linger = Instant::now() + Duration::from_millis(20);
+        while Instant::now() < linger {
+            self.poll();
+        }
+        true
+    }
+}
+
+fn tcp_checksum_ok(f: &[u8], h: &hdr::Headers) -> bool {
+    let seg = &f[h.l4_off..h.frame_end];
+    let l3 = h.l3_off;
+    let mut c = match h.l3 {
+        L3::V4 => pseudo_v4(
+            f[l3 + 12..l3 + 16].try_into().unwrap(),
+            f[l3 + 16..l3 + 20].try_into().unwrap(),
+            PROTO_TCP,
+            seg.len() as u32,
+        ),
+        L3::V6 => pseudo_v6(
+            f[l3 + 8..l3 + 24].try_into().unwrap(),
+            f[l3 + 24..l3 + 40].try_into().unwrap(),
+            PROTO_TCP,
+            seg.len() as u32,
+        ),
+    };
+    c.add(seg);
+    c.finish() == 0
+}
