@@ -52,6 +52,10 @@ pub struct BulkReport {
     pub rx_lro: u64,
     /// Retransmission episodes at the sender.
     pub retransmits: u64,
+    /// Of which retransmission timeouts.
+    pub timeouts: u64,
+    /// Sends the sender's interface refused (queue full), retried.
+    pub enobufs: u64,
     /// Per-second goodput.
     pub per_second: Vec<f64>,
 }
@@ -199,9 +203,11 @@ pub fn bulk(
         seconds,
         gbps: bytes as f64 * 8.0 / seconds.max(1e-9) / 1e9,
         tso_packets: sent.tso_packets,
-        tso_avg_bytes: if sent.segments > 0 { bytes as f64 / sent.segments as f64 } else { 0.0 },
+        tso_avg_bytes: sent.tso_bytes as f64 / sent.tso_packets.max(1) as f64,
         rx_lro: lro,
         retransmits: sent.retransmits,
+        timeouts: sent.timeouts,
+        enobufs: sent.enobufs,
         per_second: rates,
     })
 }
@@ -539,6 +545,8 @@ pub fn bulk_from_linux(
         tso_avg_bytes: 0.0,
         rx_lro: s.lro_frames,
         retransmits: 0,
+        timeouts: 0,
+        enobufs: 0,
         per_second: rates,
     })
 }

@@ -10,8 +10,9 @@
 //! (retransmissions regenerate it) and the receiver checks every byte
 //! against it as it arrives.
 //! Enough of TCP for Linux as a peer: SYN with MSS, window scale and
-//! SACK-permitted, sliding window, go-back-N retransmission on timeout or
-//! three duplicate ACKs, FIN. The receiver keeps what arrives beyond a
+//! SACK-permitted, sliding window, NewReno fast retransmit and recovery
+//! (one super-packet per hole: the switch drops whole frames) with a
+//! congestion window halved on loss, go-back-N after a timeout, FIN. The receiver keeps what arrives beyond a
 //! hole (checked on arrival, so only its range is kept) and reports it in
 //! SACK blocks, so one lost frame costs a Linux sender one round trip
 //! rather than its whole window. Neighbours are configured statically by
@@ -39,6 +40,11 @@ const RCV_WND: u32 = 4 << 20;
 /// Largest segment handed to the driver (an IP datagram's limit).
 const MAX_SUPER: usize = 65535 - 60 - 60;
 const RTO: Duration = Duration::from_millis(200);
+/// Most bytes in flight: what a 1024-slot ring of 2 KiB buffers holds,
+/// with room to spare (more only fills the switch's destination ring).
+const MAX_FLIGHT: u32 = 1 << 20;
+/// The congestion window never shrinks below two super-packets.
+const MIN_CWND: u32 = 2 * MAX_SUPER as u32;
 
 /// One end of the connection.
 #[derive(Debug, Clone, Copy)]
@@ -73,14 +79,20 @@ pub struct BulkStats {
     pub segments: u64,
     /// Of which TSO super-packets.
     pub tso_packets: u64,
+    /// Their payload bytes.
+    pub tso_bytes: u64,
     /// Largest segment handed to the driver (bytes).
     pub max_segment: u64,
     /// Frames received larger than one MSS (large receive).
     pub lro_frames: u64,
     /// Retransmission episodes (timeouts and triple duplicate ACKs).
     pub retransmits: u64,
+    /// Of which timeouts.
+    pub timeouts: u64,
     /// Frames dropped for a bad checksum.
     pub bad_csum: u64,
+    /// Sends the interface refused (`ENOBUFS`: its queue was full).
+    pub enobufs: u64,
 }
 
 /// A bulk TCP connection on a guest interface.
@@ -99,7 +111,12 @@ pub struct BulkTcp {
     snd_wnd: u32,
     snd_shift: u8,
     mss: u16,
-    max_inflight: u32,
+    /// Congestion window: halved on loss, grown by one MSS per window.
+    cwnd: u32,
+    /// In fast recovery until `snd_una` reaches this (NewReno `recover`).
+    recover: Option<u32>,
+    /// Where the peer's first hole ends, from its last SACK blocks.
+    hole_end: Option<u32>,
     /// Stream offset of `snd_una` (after the handshake, `snd_una` is the
     /// first unacknowledged payload byte).
     una_off: u64,
@@ -147,7 +164,9 @@ impl BulkTcp {
             snd_wnd: 0,
             snd_shift: 0,
             mss: 536,
-            max_inflight: 1 << 20,
+            cwnd: MAX_FLIGHT,
+            recover: None,
+            hole_end: None,
             una_off: 0,
             total: 0,
             send_for: None,
@@ -191,11 +210,6 @@ impl BulkTcp {
         self.state = State::Established;
         self.snd_una = ack;
         self.deadline = self.send_for.map(|d| Instant::now() + d);
-    }
-
-    /// Caps the bytes in flight (keep it below what the path's rings hold).
-    pub fn set_max_inflight(&mut self, bytes: u32) {
-        self.max_inflight = bytes;
     }
 
     /// Bytes received in order so far.
@@ -299,7 +313,8 @@ impl BulkTcp {
 
     /// Sends a finished frame, with checksum offload or a software
     /// checksum as the interface allows, and TSO when `tso_mss` is set.
-    fn emit(&mut self, mut f: Vec<u8>, h: &hdr::Headers, tso_mss: Option<u16>) {
+    /// False if the interface refused it (its queue is full).
+    fn emit(&mut self, mut f: Vec<u8>, h: &hdr::Headers, tso_mss: Option<u16>) -> bool {
         let (csum_flag, tso_flag) =
             if self.v6() { (CsumFlags::IP6_TCP, CsumFlags::IP6_TSO) } else { (CsumFlags::IP_TCP, CsumFlags::IP_TSO) };
         let offload = self.ifp.hwassist().contains(csum_flag);
@@ -320,7 +335,6 @@ impl BulkTcp {
             f[at..at + 2].copy_from_slice(&seed.to_be_bytes());
             req.csum_flags = csum_flag | tso_flag;
             req.tso_segsz = mss;
-            self.stats.tso_packets += 1;
         } else if offload {
             let seed = pseudo(&f, len).fold();
             f[at..at + 2].copy_from_slice(&seed.to_be_bytes());
@@ -331,9 +345,18 @@ impl BulkTcp {
             let sum = c.finish().to_be_bytes();
             f[at..at + 2].copy_from_slice(&sum);
         }
+        let payload = (f.len() - h.hdr_end()) as u64;
+        if self.ifp.transmit(SimPacket { data: f, req }).is_err() {
+            self.stats.enobufs += 1;
+            return false;
+        }
         self.stats.segments += 1;
-        self.stats.max_segment = self.stats.max_segment.max((f.len() - h.hdr_end()) as u64);
-        let _ = self.ifp.transmit(SimPacket { data: f, req });
+        if tso_mss.is_some() {
+            self.stats.tso_packets += 1;
+            self.stats.tso_bytes += payload;
+        }
+        self.stats.max_segment = self.stats.max_segment.max(payload);
+        true
     }
 
     fn send_syn(&mut self, ack: bool) {
@@ -351,8 +374,9 @@ impl BulkTcp {
     fn send_ack(&mut self, flags: u8) {
         let sack = self.sack_blocks(None);
         let (f, h) = self.headers(self.snd_nxt, ACK | flags, &sack, 0);
-        self.emit(f, &h, None);
-        self.unacked = 0;
+        if self.emit(f, &h, None) {
+            self.unacked = 0;
+        }
     }
 
     /// The SACK option for the ranges held beyond the hole, the one
@@ -424,6 +448,71 @@ impl BulkTcp {
         self.una_off.saturating_add_signed(i64::from(delta))
     }
 
+    /// Most payload per segment: a super-packet when the interface does
+    /// TSO, else one MSS.
+    fn chunk(&self) -> usize {
+        let mss = usize::from(self.mss);
+        let tso_cap = if self.v6() { IfCap::TSO6 } else { IfCap::TSO4 };
+        if self.ifp.enabled().contains(tso_cap) {
+            MAX_SUPER / mss * mss
+        } else {
+            mss
+        }
+    }
+
+    /// Sends `n` payload bytes from `seq`; false if the interface refused.
+    fn send_data(&mut self, seq: u32, n: usize, last: bool) -> bool {
+        let (mut f, h) = self.headers(seq, ACK | if last { PSH } else { 0 }, &[], n);
+        self.pattern.extend(self.offset(seq), n, &mut f);
+        if !self.emit(f, &h, (n > usize::from(self.mss)).then_some(self.mss)) {
+            return false;
+        }
+        // Only bytes past snd_max are new (the rest is retransmitted).
+        let end = seq.wrapping_add(n as u32);
+        if seq_lt(self.snd_max, end) {
+            let resent = if seq_lt(seq, self.snd_max) { self.snd_max.wrapping_sub(seq) } else { 0 };
+            self.stats.bytes += u64::from(end.wrapping_sub(seq) - resent);
+            self.first_byte.get_or_insert_with(Instant::now);
+            self.last_byte = Some(Instant::now());
+            self.snd_max = end;
+        }
+        self.unacked = 0;
+        true
+    }
+
+    /// Reads the SACK blocks of an ACK for `ack`: where the receiver's
+    /// first hole ends. Returns whether the first block reports a
+    /// duplicate (D-SACK, RFC 2883: data we resent that had arrived), so
+    /// that the ACK is not taken for a sign of loss.
+    fn read_sack(&mut self, options: &[u8], ack: u32) -> bool {
+        // Left edges of the blocks, in the order sent.
+        let starts = || {
+            tcp_options(options)
+                .filter(|&(kind, _)| kind == 5)
+                .flat_map(|(_, d)| d.chunks_exact(8))
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        let dsack = starts().next().is_some_and(|start| seq_lt(start, ack));
+        self.hole_end = starts().filter(|&start| seq_lt(ack, start)).min_by_key(|&start| start.wrapping_sub(ack));
+        dsack
+    }
+
+    /// Fast retransmit: the hole at `seq`, up to what the receiver holds
+    /// beyond it (its SACK blocks), at most one super-packet.
+    fn resend(&mut self, seq: u32) {
+        let hole = self.hole_end.filter(|&e| seq_lt(seq, e)).map_or(u32::MAX, |e| e.wrapping_sub(seq));
+        let n = (self.snd_max.wrapping_sub(seq).min(hole) as usize).min(self.chunk());
+        if n > 0 && self.send_data(seq, n, false) {
+            self.last_progress = Instant::now();
+        }
+    }
+
+    /// A loss: half the flight becomes the window.
+    fn halve(&mut self) {
+        self.cwnd = (self.snd_max.wrapping_sub(self.snd_una) / 2).clamp(MIN_CWND, MAX_FLIGHT);
+        self.stats.retransmits += 1;
+    }
+
     /// Sends as much data as the window allows, in TSO super-packets when
     /// the interface does TSO, else in MSS-sized segments.
     fn output(&mut self) {
@@ -436,46 +525,29 @@ impl BulkTcp {
             }
         }
         let mss = usize::from(self.mss);
-        let tso_cap = if self.v6() { IfCap::TSO6 } else { IfCap::TSO4 };
-        let tso = self.ifp.enabled().contains(tso_cap);
         loop {
-            let sent = self.offset(self.snd_nxt);
-            let left = self.total.saturating_sub(sent) as usize;
+            let left = self.total.saturating_sub(self.offset(self.snd_nxt)) as usize;
             let inflight = self.snd_nxt.wrapping_sub(self.snd_una);
-            let room = self.snd_wnd.min(self.max_inflight).saturating_sub(inflight) as usize;
-            if left == 0 {
+            let room = self.snd_wnd.min(self.cwnd).saturating_sub(inflight) as usize;
+            let n = left.min(room).min(self.chunk());
+            if n == 0 || (n < left && n < mss) {
+                break; // all sent, or wait for a full segment's room
+            }
+            let seq = self.snd_nxt;
+            if !self.send_data(seq, n, n == left) {
+                // As `tcp_output` on ENOBUFS: the segment was not sent,
+                // snd_nxt stays; the next pass (after a completion) retries.
                 break;
             }
-            let mut n = left.min(room).min(if tso { MAX_SUPER / mss * mss } else { mss });
-            if n < left && n < mss {
-                break; // wait for a full segment's room
-            }
-            n = n.max(1);
-            let seq = self.snd_nxt;
-            let (mut f, h) = self.headers(seq, ACK | if n == left { PSH } else { 0 }, &[], n);
-            let at = self.offset(seq);
-            self.pattern.extend(at, n, &mut f);
-            // Only bytes past snd_max are new (the rest is retransmitted).
-            let end = seq.wrapping_add(n as u32);
-            if seq_lt(self.snd_max, end) {
-                let fresh = if seq_lt(seq, self.snd_max) { self.snd_max.wrapping_sub(seq) as usize } else { 0 };
-                self.stats.bytes += (n - fresh) as u64;
-                self.first_byte.get_or_insert_with(Instant::now);
-                self.last_byte = Some(Instant::now());
-            }
-            let tso_mss = (n > mss).then_some(self.mss);
-            self.emit(f, &h, tso_mss);
             self.snd_nxt = seq.wrapping_add(n as u32);
-            if seq_lt(self.snd_max, self.snd_nxt) {
-                self.snd_max = self.snd_nxt;
-            }
-            self.unacked = 0;
         }
         // The FIN follows the last byte, the first time and again after a
         // go-back-N rewinds past it.
         if self.ending() && self.offset(self.snd_nxt) == self.total {
             let (f, h) = self.headers(self.snd_nxt, ACK | FIN, &[], 0);
-            self.emit(f, &h, None);
+            if !self.emit(f, &h, None) {
+                return;
+            }
             self.snd_nxt = self.snd_nxt.wrapping_add(1);
             if seq_lt(self.snd_max, self.snd_nxt) {
                 self.snd_max = self.snd_nxt;
@@ -525,11 +597,13 @@ impl BulkTcp {
             return;
         }
         if flags & ACK != 0 {
+            let dsack = self.read_sack(&t[20..usize::from(hdr_len)], ack);
             if self.state == State::SynReceived && ack == self.snd_nxt {
                 self.establish(ack);
             }
             self.snd_wnd = wnd << self.snd_shift;
             if seq_lt(self.snd_una, ack) && !seq_lt(self.snd_max, ack) {
+                let acked = ack.wrapping_sub(self.snd_una);
                 self.una_off = self.offset(ack);
                 self.snd_una = ack;
                 // After a go-back-N, the originals may be acknowledged
@@ -539,10 +613,22 @@ impl BulkTcp {
                 }
                 self.dupacks = 0;
                 self.last_progress = Instant::now();
-            } else if ack == self.snd_una && payload.is_empty() && self.snd_una != self.snd_max {
+                match self.recover {
+                    // A partial ACK: the receiver holds data up to the
+                    // next hole, which is resent at once.
+                    Some(r) if seq_lt(ack, r) => self.resend(ack),
+                    Some(_) => self.recover = None,
+                    None => {
+                        let grow = (u64::from(acked) * u64::from(self.mss) / u64::from(self.cwnd)).max(1);
+                        self.cwnd = (self.cwnd + grow as u32).min(MAX_FLIGHT);
+                    }
+                }
+            } else if ack == self.snd_una && payload.is_empty() && self.snd_una != self.snd_max && !dsack {
                 self.dupacks += 1;
-                if self.dupacks == 3 {
-                    self.retransmit();
+                if self.dupacks == 3 && self.recover.is_none() {
+                    self.recover = Some(self.snd_max);
+                    self.halve();
+                    self.resend(ack);
                 }
             }
         }
@@ -556,33 +642,27 @@ impl BulkTcp {
         }
     }
 
-    fn syn_options(&mut self, mut o: &[u8]) {
+    fn syn_options(&mut self, o: &[u8]) {
         self.snd_shift = 0;
         self.sack_ok = false;
-        while let [kind, rest @ ..] = o {
-            match *kind {
-                0 => break,
-                1 => o = rest,
-                _ => {
-                    let Some(&len) = rest.first() else { break };
-                    let len = usize::from(len).max(2);
-                    match (*kind, o.get(2..len)) {
-                        (2, Some(&[a, b])) => self.mss = u16::from_be_bytes([a, b]).min(self.mss.max(1460)),
-                        (3, Some(&[s])) => self.snd_shift = s.min(14),
-                        (4, Some(&[])) => self.sack_ok = true,
-                        _ => {}
-                    }
-                    o = o.get(len..).unwrap_or(&[]);
-                }
+        for (kind, data) in tcp_options(o) {
+            match (kind, data) {
+                (2, &[a, b]) => self.mss = u16::from_be_bytes([a, b]).max(64),
+                (3, &[s]) => self.snd_shift = s.min(14),
+                (4, &[]) => self.sack_ok = true,
+                _ => {}
             }
         }
         let ours = (self.ifp.mtu() - if self.v6() { 60 } else { 40 }) as u16;
         self.mss = self.mss.min(ours);
     }
 
-    fn retransmit(&mut self) {
+    /// Retransmission timeout: go back to the first unacknowledged byte.
+    fn timeout(&mut self) {
+        self.halve();
+        self.stats.timeouts += 1;
+        self.recover = None;
         self.snd_nxt = self.snd_una;
-        self.stats.retransmits += 1;
         self.last_progress = Instant::now();
     }
 
@@ -609,7 +689,7 @@ impl BulkTcp {
             if self.state == State::SynSent {
                 self.send_syn(false);
             } else {
-                self.retransmit();
+                self.timeout();
             }
         }
         more || got || before != self.snd_nxt
@@ -640,6 +720,22 @@ impl BulkTcp {
         }
         true
     }
+}
+
+/// The options of a TCP header as (kind, data) pairs, up to the end of
+/// the list or the first malformed one.
+fn tcp_options(mut o: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+    std::iter::from_fn(move || loop {
+        match *o {
+            [1, ref rest @ ..] => o = rest,
+            [kind, len, ..] if kind != 0 => {
+                let data = o.get(2..usize::from(len))?;
+                o = &o[usize::from(len)..];
+                return Some((kind, data));
+            }
+            _ => return None,
+        }
+    })
 }
 
 fn tcp_checksum_ok(f: &[u8], h: &hdr::Headers) -> bool {
