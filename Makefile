@@ -46,3 +46,4 @@ test: setup check kernel-build miri
 
 bench: sim
 	$(SIM) bench native --json
+	$(SIM) bench ifnet --json

@@ -355,8 +355,8 @@ fn tcp_cmd(a: TcpArgs) -> Result<(), String> {
         println!("{}", serde_json::to_string_pretty(&r).unwrap());
     } else {
         println!(
-            "{} bytes verified in {:.3} s: {:.3} Gbps; {} TSO super-packets (avg {:.0} bytes), {} LRO frames at the receiver",
-            r.bytes, r.seconds, r.gbps, r.tso_packets, r.tso_avg_bytes, r.rx_lro
+            "{} bytes verified in {:.3} s: {:.3} Gbps; {} TSO super-packets (avg {:.0} bytes), {} LRO frames at the receiver; {} retransmissions ({} timeouts), {} ENOBUFS",
+            r.bytes, r.seconds, r.gbps, r.tso_packets, r.tso_avg_bytes, r.rx_lro, r.retransmits, r.timeouts, r.enobufs
         );
     }
     drop(tap);
@@ -432,7 +432,10 @@ fn bench_ifnet(duration: f64, json: bool) -> Result<(), String> {
     let (world, tap) = net_world(&NetArgs { peer: PeerKind::Linux, ..net })?;
     let tap_bulk = ifperf::bulk(&world, tap.as_ref(), PeerKind::Linux, false, d, false)?;
     say(format!("guest to Linux through TAP: {:.2} Gbps", tap_bulk.gbps));
-    let tap_rr = ifperf::rr(&world, tap.as_ref(), PeerKind::Linux, 1, 1, d, false)?;
+    let tap = tap.ok_or("no TAP device")?;
+    let tap_rx = ifperf::bulk_from_linux(&world, &tap, false, d, false)?;
+    say(format!("Linux to guest through TAP: {:.2} Gbps ({} LRO frames)", tap_rx.gbps, tap_rx.rx_lro));
+    let tap_rr = ifperf::rr(&world, Some(&tap), PeerKind::Linux, 1, 1, d, false)?;
     say(format!("guest to Linux TCP_RR 1/1: {:.0} transactions/s", tap_rr.tps));
     drop(tap);
     world.shutdown()?;
@@ -448,6 +451,8 @@ fn bench_ifnet(duration: f64, json: bool) -> Result<(), String> {
         "tap_gbps": tap_bulk.gbps,
         "veth_gbps": veth_gbps,
         "tap_vs_veth": tap_bulk.gbps / veth_gbps,
+        "tap_rx_gbps": tap_rx.gbps,
+        "tap_rx_vs_veth": tap_rx.gbps / veth_gbps,
         "rr_tps": rr.tps,
         "tap_rr_tps": tap_rr.tps,
         "veth_rr_tps": veth_rr,
