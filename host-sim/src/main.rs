@@ -245,6 +245,24 @@ fn demo(duration: f64) -> Result<(), String> {
     let r = pktgen::run(&world, &ping)?;
     print_summary(&r);
     println!("\n== Detach ==");
+    world.shutdown()?;
+    println!("\n== Two VMs again, ptnet as their network interface (virtio-net header granted) ==");
+    let net = NetArgs {
+        peer: PeerKind::Guest,
+        routed: false,
+        duration,
+        slots: 1024,
+        mode: KloopMode::Direct,
+        buf_size: 2048,
+        verbose: true,
+        json: false,
+    };
+    let (world, _) = net_world(&net)?;
+    println!("\n== TCP bulk: vm0 -> vm1, TSO super-packets, every byte checked, {duration} s ==");
+    print_bulk(&ifperf::bulk(&world, None, PeerKind::Guest, false, Duration::from_secs_f64(duration), true)?);
+    println!("\n== TCP request/response: vm0 <-> vm1, 1 byte each way, 1 s ==");
+    print_rr(&ifperf::rr(&world, None, PeerKind::Guest, 1, 1, Duration::from_secs(1), true)?);
+    println!("\n== Detach ==");
     world.shutdown()
 }
 
@@ -354,13 +372,24 @@ fn tcp_cmd(a: TcpArgs) -> Result<(), String> {
     if a.net.json {
         println!("{}", serde_json::to_string_pretty(&r).unwrap());
     } else {
-        println!(
-            "{} bytes verified in {:.3} s: {:.3} Gbps; {} TSO super-packets (avg {:.0} bytes), {} LRO frames at the receiver; {} retransmissions ({} timeouts), {} ENOBUFS",
-            r.bytes, r.seconds, r.gbps, r.tso_packets, r.tso_avg_bytes, r.rx_lro, r.retransmits, r.timeouts, r.enobufs
-        );
+        print_bulk(&r);
     }
     drop(tap);
     world.shutdown()
+}
+
+fn print_bulk(r: &ifperf::BulkReport) {
+    println!(
+        "{} bytes verified in {:.3} s: {:.3} Gbps; {} TSO super-packets (avg {:.0} bytes), {} LRO frames at the receiver; {} retransmissions ({} timeouts), {} ENOBUFS",
+        r.bytes, r.seconds, r.gbps, r.tso_packets, r.tso_avg_bytes, r.rx_lro, r.retransmits, r.timeouts, r.enobufs
+    );
+}
+
+fn print_rr(r: &ifperf::RrReport) {
+    println!(
+        "{} transactions ({} / {} bytes) in {:.3} s: {:.0} transactions/s, round trip p50 {:.1} us, p99 {:.1} us",
+        r.transactions, r.request, r.response, r.seconds, r.tps, r.p50_us, r.p99_us
+    );
 }
 
 fn rr_cmd(a: RrArgs) -> Result<(), String> {
@@ -377,10 +406,7 @@ fn rr_cmd(a: RrArgs) -> Result<(), String> {
     if a.net.json {
         println!("{}", serde_json::to_string_pretty(&r).unwrap());
     } else {
-        println!(
-            "{} transactions ({} / {} bytes) in {:.3} s: {:.0} transactions/s, round trip p50 {:.1} us, p99 {:.1} us",
-            r.transactions, r.request, r.response, r.seconds, r.tps, r.p50_us, r.p99_us
-        );
+        print_rr(&r);
     }
     drop(tap);
     world.shutdown()
