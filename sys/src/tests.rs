@@ -548,4 +548,29 @@ mod datapath {
         assert_eq!((rep.frames, rx.stats.no_memory.get()), (0, 1));
         assert!(!rep.more);
     }
+
+    #[test]
+    fn flows_keep_to_one_ring() {
+        use crate::tx::flow_ring;
+        let a = tcp4(100, false);
+        let mut b = a.clone();
+        b[14 + 20 + 1] ^= 1; // another source port: another flow
+        let rings: Vec<u32> = (0..64u8)
+            .map(|i| {
+                let mut f = b.clone();
+                f[14 + 20 + 1] = i;
+                flow_ring(&Pkt(f, TxRequest::default()), 4)
+            })
+            .collect();
+        // The same flow always lands on the same ring; flows spread.
+        assert_eq!(
+            flow_ring(&Pkt(a.clone(), TxRequest::default()), 4),
+            flow_ring(&Pkt(a.clone(), TxRequest::default()), 4)
+        );
+        assert!((0..4).all(|r| rings.contains(&r)), "{rings:?}");
+        // The stack's flow id wins; garbage goes to ring 0; no rings, no panic.
+        assert_eq!(flow_ring(&Pkt(a.clone(), TxRequest { flowid: Some(7), ..TxRequest::default() }), 4), 3);
+        assert_eq!(flow_ring(&Pkt(vec![0xff; 20], TxRequest::default()), 4), 0);
+        assert_eq!(flow_ring(&Pkt(a, TxRequest::default()), 0), 0);
+    }
 }

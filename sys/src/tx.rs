@@ -39,6 +39,35 @@ pub trait TxPacket {
     fn copy_to(&self, off: usize, len: usize, dst: &SharedRegion, dst_off: usize) -> bool;
 }
 
+/// The TX ring for a packet among `rings`: the stack's flow id when it
+/// has one, else a hash (FNV-1a) of the addresses and ports, so that a
+/// flow stays in order on one ring.
+pub fn flow_ring<P: TxPacket>(p: &P, rings: u32) -> u32 {
+    let hash = match p.request().flowid {
+        Some(id) => id,
+        None => {
+            let mut buf = [0u8; MAX_HDR];
+            let n = p.peek(&mut buf);
+            flow_hash(buf.get(..n).unwrap_or(&[]), p.len())
+        }
+    };
+    hash.checked_rem(rings).unwrap_or(0)
+}
+
+fn flow_hash(prefix: &[u8], len: usize) -> u32 {
+    let Ok(h) = hdr::parse(prefix, len) else { return 0 };
+    let addrs = match h.l3 {
+        hdr::L3::V4 => h.l3_off.saturating_add(12)..h.l3_off.saturating_add(20),
+        hdr::L3::V6 => h.l3_off.saturating_add(8)..h.l3_off.saturating_add(40),
+    };
+    let ports = match h.l4 {
+        hdr::L4::Tcp { .. } | hdr::L4::Udp => h.l4_off..h.l4_off.saturating_add(4),
+        hdr::L4::Other(_) => 0..0,
+    };
+    let bytes = prefix.get(addrs).unwrap_or(&[]).iter().chain(prefix.get(ports).unwrap_or(&[]));
+    bytes.fold(0x811c_9dc5u32, |h, &b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
+}
+
 /// A bounded FIFO of packets waiting for ring space (`buf_ring`).
 pub struct SwQueue<P, const N: usize> {
     slots: [Option<P>; N],

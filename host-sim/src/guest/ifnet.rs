@@ -9,10 +9,9 @@ use ptnet::ifnet::MtuError;
 use ptnet::kring::Dir;
 use ptnet::net::caps::{CapError, CsumFlags, IfCap};
 use ptnet::net::frame::{FrameInfo, FrameSink};
-use ptnet::net::hdr::{self, L4, MAX_HDR};
 use ptnet::net::offload::TxRequest;
 use ptnet::shmem::SharedRegion;
-use ptnet::tx::{TxError, TxPacket};
+use ptnet::tx::{flow_ring, TxError, TxPacket};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 
@@ -154,34 +153,6 @@ pub struct IfCounters {
     pub rx_segmented: u64,
 }
 
-/// The TX ring a flow goes to: the stack's flow id when it has one, else a
-/// hash of the addresses and ports, so a flow stays in order on one ring.
-fn pick_ring(p: &SimPacket, rings: usize) -> usize {
-    let h = match p.req.flowid {
-        Some(id) => id as usize,
-        None => {
-            let n = p.data.len().min(MAX_HDR);
-            match hdr::parse(&p.data[..n], p.data.len()) {
-                Ok(h) => {
-                    let (a, b) = match h.l3 {
-                        hdr::L3::V4 => (h.l3_off + 12, h.l3_off + 20),
-                        hdr::L3::V6 => (h.l3_off + 8, h.l3_off + 40),
-                    };
-                    let ports = match h.l4 {
-                        L4::Tcp { .. } | L4::Udp => h.l4_off..h.l4_off + 4,
-                        L4::Other(_) => 0..0,
-                    };
-                    let bytes = p.data[a..b].iter().chain(&p.data[ports]);
-                    bytes.fold(0xcbf2_9ce4_8422_2325u64, |h, &x| (h ^ u64::from(x)).wrapping_mul(0x100_0000_01b3))
-                        as usize
-                }
-                Err(_) => 0,
-            }
-        }
-    };
-    h % rings.max(1)
-}
-
 impl PtnetIf {
     /// `ifconfig up`: the interface takes the rings (the host starts if
     /// nobody else uses them).
@@ -239,7 +210,7 @@ impl PtnetIf {
             self.netmap_drops.fetch_add(1, Ordering::Relaxed);
             return Err(TxError::Down);
         }
-        let i = pick_ring(&p, self.tx.len());
+        let i = flow_ring(&p, self.tx.len() as u32) as usize;
         let mut ring = self.tx[i].lock().unwrap();
         self.dev.transmit(i as u32, &mut ring, Some(p), drop)
     }
