@@ -11,7 +11,7 @@ use crate::kring::{BadPointers, Dir, Kring};
 use crate::layout::{Expected, Memdev, NetmapLayout, MAX_RINGS, MAX_SLOTS, MIN_SLOTS};
 use crate::os::{DmaMemory, Kernel, LogLevel, Registers};
 use crate::shmem::SharedRegion;
-use core::mem::size_of;
+use core::mem::{size_of, MaybeUninit};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 /// Size of a CSB page: each direction's array gets one.
@@ -112,6 +112,16 @@ pub struct QueueCounters {
 }
 
 impl QueueStats {
+    /// All zero.
+    pub const fn new() -> Self {
+        Self {
+            syncs: AtomicU64::new(0),
+            kicks: AtomicU64::new(0),
+            irqs: AtomicU64::new(0),
+            host_errors: AtomicU64::new(0),
+        }
+    }
+
     /// Reads all counters.
     pub fn snapshot(&self) -> QueueCounters {
         QueueCounters {
@@ -129,10 +139,12 @@ fn bump(c: &AtomicU64) {
 
 /// One ring's CSB entries, kick register and counters.
 #[derive(Debug)]
-struct Queue {
+/// A ring's notification state, made on demand from the CSB and the ring
+/// number (so that the device stays small).
+struct Queue<'a> {
     csb: CsbRing,
     kick: u32,
-    stats: QueueStats,
+    stats: &'a QueueStats,
 }
 
 /// An attached ptnet device.
@@ -142,11 +154,27 @@ pub struct Ptnet<K: Kernel, R: Registers> {
     info: DeviceInfo,
     layout: NetmapLayout,
     csb: DmaMemory,
-    queues: [Option<Queue>; MAX_RINGS],
+    stats: [QueueStats; MAX_RINGS],
     running: AtomicBool,
     users: AtomicU32,
     started_once: AtomicBool,
     ifstate: IfState,
+    /// The CSB is freed ([`Ptnet::teardown`]).
+    torn_down: bool,
+}
+
+/// Every ring's kring, visited in ring-number order (TX first) while the
+/// device is brought up: the OS decides how they are locked (all at once,
+/// or each in turn while its datapath is held off).
+pub trait KringSet {
+    /// Calls `f` on each kring in order, stopping at its first error.
+    fn visit(&mut self, f: &mut dyn FnMut(&mut Kring) -> Result<(), UpError>) -> Result<(), UpError>;
+}
+
+impl<'k, I: Iterator<Item = &'k mut Kring>> KringSet for I {
+    fn visit(&mut self, f: &mut dyn FnMut(&mut Kring) -> Result<(), UpError>) -> Result<(), UpError> {
+        self.try_for_each(f)
+    }
 }
 
 /// Why bringing the rings up failed.
@@ -194,8 +222,24 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
         cfg: Config,
         find_memdev: impl FnOnce(u32) -> Option<(M, SharedRegion)>,
     ) -> Result<Self, (K, R, AttachError)> {
+        let mut slot = MaybeUninit::uninit();
+        Self::attach_into(&mut slot, kernel, regs, msix_vectors, cfg, find_memdev)?;
+        // SAFETY: `attach_into` initialised the slot when it succeeded.
+        Ok(unsafe { slot.assume_init() })
+    }
+
+    /// [`Ptnet::attach`] into memory the caller provides: a kernel builds
+    /// the device in its softc, never on its small stack.
+    pub fn attach_into<M: Registers>(
+        slot: &mut MaybeUninit<Self>,
+        kernel: K,
+        regs: R,
+        msix_vectors: u32,
+        cfg: Config,
+        find_memdev: impl FnOnce(u32) -> Option<(M, SharedRegion)>,
+    ) -> Result<&mut Self, (K, R, AttachError)> {
         match Self::probe(&regs, msix_vectors, cfg, find_memdev) {
-            Ok((info, layout)) => Self::finish_attach(kernel, regs, info, layout),
+            Ok((info, layout)) => Self::finish_attach(slot, kernel, regs, info, layout),
             Err(e) => {
                 kernel.log(LogLevel::Error, format_args!("attach failed: {e}"));
                 Err((kernel, regs, e))
@@ -284,7 +328,13 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
         }
     }
 
-    fn finish_attach(kernel: K, regs: R, info: DeviceInfo, layout: NetmapLayout) -> Result<Self, (K, R, AttachError)> {
+    fn finish_attach(
+        slot: &mut MaybeUninit<Self>,
+        kernel: K,
+        regs: R,
+        info: DeviceInfo,
+        layout: NetmapLayout,
+    ) -> Result<&mut Self, (K, R, AttachError)> {
         let Some(csb) = kernel.alloc_dma(2 * CSB_PAGE, CSB_PAGE) else {
             kernel.log(LogLevel::Error, format_args!("attach failed: {}", AttachError::CsbAlloc));
             return Err((kernel, regs, AttachError::CsbAlloc));
@@ -294,13 +344,12 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
             kernel.free_dma(csb);
             return Err((kernel, regs, AttachError::CsbAlloc));
         };
-        let mut queues: [Option<Queue>; MAX_RINGS] = [const { None }; MAX_RINGS];
-        for (id, q) in queues.iter_mut().enumerate().take(info.num_rings() as usize) {
-            let ring = CsbRing::new(&atok, &ktoa, id);
-            let kick = kick_reg(id as u32);
-            if let (Some(csb), Some(kick)) = (ring, kick) {
-                *q = Some(Queue { csb, kick, stats: QueueStats::default() });
-            }
+        // Every ring's CSB entry and kick register must exist.
+        let rings_ok =
+            (0..info.num_rings()).all(|id| CsbRing::new(&atok, &ktoa, id as usize).is_some() && kick_reg(id).is_some());
+        if !rings_ok {
+            kernel.free_dma(csb);
+            return Err((kernel, regs, AttachError::CsbAlloc));
         }
         // CSB allocation protocol: high half first, the low half write
         // makes the hypervisor map the page.
@@ -311,18 +360,19 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
             regs.write32(bah, (pa >> 32) as u32);
             regs.write32(bal, pa as u32);
         }
-        let dev = Self {
+        let dev = slot.write(Self {
             kernel,
             regs,
             info,
             layout,
             csb,
-            queues,
+            stats: [const { QueueStats::new() }; MAX_RINGS],
             running: AtomicBool::new(false),
             users: AtomicU32::new(0),
             started_once: AtomicBool::new(false),
             ifstate: IfState::new(info.vnet_hdr_len, info.buf_size),
-        };
+            torn_down: false,
+        });
         dev.log_attach();
         Ok(dev)
     }
@@ -357,7 +407,7 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
     /// up); the first one brings the host up and aligns every ring with it
     /// (`krings` in ring-number order, TX first, all locked by the caller,
     /// as is the OS's core lock around `up`/`down`/`restart`).
-    pub fn up(&self, krings: &mut [&mut Kring]) -> Result<(), UpError> {
+    pub fn up(&self, krings: impl KringSet) -> Result<(), UpError> {
         if self.users.load(Ordering::Acquire) == 0 {
             self.bring_up(krings)?;
         }
@@ -385,7 +435,7 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
 
     /// Stops and restarts the host (`PTCTL` delete then create) with users
     /// present, as a hypervisor migration or a port reset does.
-    pub fn restart(&self, krings: &mut [&mut Kring]) -> Result<(), UpError> {
+    pub fn restart(&self, krings: impl KringSet) -> Result<(), UpError> {
         if self.users() == 0 {
             return Ok(());
         }
@@ -393,22 +443,25 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
         self.bring_up(krings)
     }
 
-    fn bring_up(&self, krings: &mut [&mut Kring]) -> Result<(), UpError> {
+    fn bring_up(&self, mut krings: impl KringSet) -> Result<(), UpError> {
         self.start().map_err(UpError::Ptctl)?;
         let again = self.started_once.load(Ordering::Acquire);
-        for (id, k) in (0u32..).zip(krings.iter_mut()) {
+        let mut id = 0u32;
+        let res = krings.visit(&mut |k| {
             let Some((dir, idx)) = self.info.ring_of(id) else {
-                break;
+                return Ok(());
             };
+            id = id.wrapping_add(1);
             let res = if again {
                 self.resume_ring(dir, idx, k).map(|_| ())
             } else {
-                self.adopt_ring(dir, idx).map(|fresh| **k = fresh)
+                self.adopt_ring(dir, idx).map(|fresh| *k = fresh)
             };
-            if let Err(e) = res {
-                let _ = self.stop();
-                return Err(UpError::Sync(e));
-            }
+            res.map_err(UpError::Sync)
+        });
+        if let Err(e) = res {
+            let _ = self.stop();
+            return Err(e);
         }
         self.started_once.store(true, Ordering::Release);
         Ok(())
@@ -434,14 +487,26 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
         self.running.load(Ordering::Acquire)
     }
 
-    fn queue(&self, dir: Dir, idx: u32) -> Option<&Queue> {
-        let id = self.info.ring_id(dir, idx)?;
-        self.queues.get(id as usize)?.as_ref()
+    fn queue(&self, dir: Dir, idx: u32) -> Option<Queue<'_>> {
+        self.queue_by_id(self.info.ring_id(dir, idx)?)
+    }
+
+    fn queue_by_id(&self, id: u32) -> Option<Queue<'_>> {
+        if self.torn_down {
+            return None;
+        }
+        let atok = self.csb.region.sub(0, CSB_PAGE).ok()?;
+        let ktoa = self.csb.region.sub(CSB_PAGE, CSB_PAGE).ok()?;
+        Some(Queue {
+            csb: CsbRing::new(&atok, &ktoa, id as usize)?,
+            kick: kick_reg(id)?,
+            stats: self.stats.get(id as usize)?,
+        })
     }
 
     /// Counters of one ring.
     pub fn stats(&self, dir: Dir, idx: u32) -> Option<&QueueStats> {
-        self.queue(dir, idx).map(|q| &q.stats)
+        self.stats.get(self.info.ring_id(dir, idx)? as usize)
     }
 
     fn ptctl(&self, cmd: PtctlCmd) -> Result<(), AttachError> {
@@ -458,9 +523,7 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
     /// [`Ptnet::adopt_ring`] or [`Ptnet::resume_ring`] for every ring.
     pub fn start(&self) -> Result<(), AttachError> {
         for id in 0..self.info.num_rings() {
-            if let (Some(q), Some((dir, _))) =
-                (self.queues.get(id as usize).and_then(Option::as_ref), self.info.ring_of(id))
-            {
+            if let (Some(q), Some((dir, _))) = (self.queue_by_id(id), self.info.ring_of(id)) {
                 q.csb.store(Field::KernNeedKick, 1);
                 q.csb.store(Field::ApplNeedKick, u32::from(dir == Dir::Rx));
             }
@@ -490,7 +553,7 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
         };
         let (hwtail, hwcur) = csb::appl_read(&q.csb);
         let (head, cur, _) = csb::kern_read(&q.csb);
-        Kring::from_host(n, hwcur, hwtail, head, cur).map_err(|e| self.host_error(q, dir, idx, e))
+        Kring::from_host(n, hwcur, hwtail, head, cur).map_err(|e| self.host_error(&q, dir, idx, e))
     }
 
     /// After a later [`Ptnet::start`] (the host kept its ring state across
@@ -502,15 +565,15 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
         let q = self.queue(dir, idx).ok_or(SyncError::NoRing)?;
         csb::appl_write(&q.csb, k.rcur, k.rhead);
         let (hwtail, hwcur) = csb::appl_read(&q.csb);
-        k.host_update(hwcur, hwtail).map_err(|e| self.host_error(q, dir, idx, e))?;
+        k.host_update(hwcur, hwtail).map_err(|e| self.host_error(&q, dir, idx, e))?;
         let kick = k.pending() > 0;
         if kick {
-            self.kick(q);
+            self.kick(&q);
         }
         Ok(kick)
     }
 
-    fn host_error(&self, q: &Queue, dir: Dir, idx: u32, e: BadPointers) -> SyncError {
+    fn host_error(&self, q: &Queue<'_>, dir: Dir, idx: u32, e: BadPointers) -> SyncError {
         let n = q.stats.host_errors.fetch_add(1, Ordering::Relaxed);
         // Rate limit: the first few and then every 1024th.
         if n < 4 || n.is_multiple_of(1024) {
@@ -527,7 +590,7 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
         SyncError::Host(e)
     }
 
-    fn kick(&self, q: &Queue) {
+    fn kick(&self, q: &Queue<'_>) {
         bump(&q.stats.kicks);
         self.regs.write32(q.kick, 0);
     }
@@ -541,11 +604,11 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
         match csb::guest_txsync(&q.csb, k, opts) {
             Ok(kick) => {
                 if kick {
-                    self.kick(q);
+                    self.kick(&q);
                 }
                 Ok(())
             }
-            Err(e) => Err(self.host_error(q, Dir::Tx, idx, e)),
+            Err(e) => Err(self.host_error(&q, Dir::Tx, idx, e)),
         }
     }
 
@@ -556,11 +619,11 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
         match csb::guest_rxsync(&q.csb, k, opts) {
             Ok(kick) => {
                 if kick {
-                    self.kick(q);
+                    self.kick(&q);
                 }
                 Ok(())
             }
-            Err(e) => Err(self.host_error(q, Dir::Rx, idx, e)),
+            Err(e) => Err(self.host_error(&q, Dir::Rx, idx, e)),
         }
     }
 
@@ -585,7 +648,19 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
     /// Detaches: stops the host, withdraws the CSB addresses from the
     /// device and frees the CSB. Returns the kernel services and registers
     /// so the OS can release its resources.
-    pub fn detach(self) -> (K, R) {
+    pub fn detach(mut self) -> (K, R) {
+        self.teardown();
+        (self.kernel, self.regs)
+    }
+
+    /// [`Ptnet::detach`] in place, for a device that lives in kernel
+    /// memory: afterwards the device only holds its kernel services and
+    /// registers (syncs fail, the host is stopped). Runs once.
+    pub fn teardown(&mut self) {
+        if self.torn_down {
+            return;
+        }
+        self.torn_down = true;
         if let Err(e) = self.stop() {
             self.kernel.log(LogLevel::Warning, format_args!("detach: {e}"));
         }
@@ -594,7 +669,6 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
         }
         self.kernel.free_dma(self.csb);
         self.kernel.log(LogLevel::Info, format_args!("detached"));
-        (self.kernel, self.regs)
     }
 }
 

@@ -101,3 +101,59 @@ impl IfState {
         }
     }
 }
+
+/// Interface counters (`if_get_counter`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IfCounters {
+    /// Frames received.
+    pub ipackets: u64,
+    /// Bytes received.
+    pub ibytes: u64,
+    /// Frames dropped for bad slots or headers.
+    pub ierrors: u64,
+    /// Frames dropped for lack of memory.
+    pub iqdrops: u64,
+    /// Frames sent.
+    pub opackets: u64,
+    /// Bytes sent.
+    pub obytes: u64,
+    /// Frames refused (bad offload request, too large).
+    pub oerrors: u64,
+    /// Frames dropped: queue full, interface down, or in netmap mode.
+    pub oqdrops: u64,
+    /// Frames sent with checksum offload.
+    pub tx_csum: u64,
+    /// Frames sent with TSO.
+    pub tx_tso: u64,
+    /// Frames received as large-receive frames.
+    pub rx_lro: u64,
+    /// Checksums the driver completed on receive (RXCSUM off).
+    pub rx_csum_completed: u64,
+    /// Super-packets the driver segmented on receive (LRO off).
+    pub rx_segmented: u64,
+}
+
+impl IfCounters {
+    /// Adds a TX ring's counters.
+    pub fn add_tx(&mut self, s: &crate::tx::TxStats) {
+        let add = |c: &mut u64, v: u64| *c = c.saturating_add(v);
+        add(&mut self.opackets, s.packets.get());
+        add(&mut self.obytes, s.bytes.get());
+        add(&mut self.oerrors, s.refused.get());
+        add(&mut self.oqdrops, s.queue_drops.get().saturating_add(s.down_drops.get()));
+        add(&mut self.tx_csum, s.csum.get());
+        add(&mut self.tx_tso, s.tso.get());
+    }
+
+    /// Adds an RX ring's counters.
+    pub fn add_rx(&mut self, s: &crate::rx::RxStats) {
+        let add = |c: &mut u64, v: u64| *c = c.saturating_add(v);
+        add(&mut self.ipackets, s.packets.get());
+        add(&mut self.ibytes, s.bytes.get());
+        add(&mut self.ierrors, s.errors.get());
+        add(&mut self.iqdrops, s.no_memory.get());
+        add(&mut self.rx_lro, s.lro.get());
+        add(&mut self.rx_csum_completed, s.csum_completed.get());
+        add(&mut self.rx_segmented, s.segmented.get());
+    }
+}

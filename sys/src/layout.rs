@@ -238,14 +238,18 @@ pub struct NetmapLayout {
     pub memdev: Memdev,
     /// Offset of the `netmap_if`.
     pub nifp_ofs: usize,
-    /// TX rings (first `num_tx` entries valid).
-    pub tx: [Option<RingLayout>; MAX_RINGS],
-    /// RX rings (first `num_rx` entries valid).
-    pub rx: [Option<RingLayout>; MAX_RINGS],
+    /// Offset of each validated ring, by ring number (TX rings first). A
+    /// [`RingLayout`] is made from it on demand, so the layout stays small
+    /// enough to live on a kernel stack.
+    ring_ofs: [usize; MAX_RINGS],
     /// Number of TX rings.
     pub num_tx: u32,
     /// Number of RX rings.
     pub num_rx: u32,
+    /// Slots per TX ring.
+    tx_slots: u32,
+    /// Slots per RX ring.
+    rx_slots: u32,
     /// The buffer pool.
     pub buffers: Buffers,
 }
@@ -313,10 +317,11 @@ impl NetmapLayout {
         let mut layout = NetmapLayout {
             memdev,
             nifp_ofs,
-            tx: [None; MAX_RINGS],
-            rx: [None; MAX_RINGS],
+            ring_ofs: [0; MAX_RINGS],
             num_tx: ni_tx,
             num_rx: ni_rx,
+            tx_slots: exp.tx_slots,
+            rx_slots: exp.rx_slots,
             buffers,
         };
         // ring_ofs[] order: hw tx, host tx, hw rx, host rx.
@@ -324,12 +329,9 @@ impl NetmapLayout {
         for (dir, count, first, slots) in [(Dir::Tx, ni_tx, 0, exp.tx_slots), (Dir::Rx, ni_rx, rx_base, exp.rx_slots)] {
             for i in 0..count {
                 let ring = layout.locate_ring(dir, i, first.wrapping_add(i), slots)?;
-                let table = match dir {
-                    Dir::Tx => &mut layout.tx,
-                    Dir::Rx => &mut layout.rx,
-                };
-                if let Some(entry) = table.get_mut(i as usize) {
-                    *entry = Some(ring);
+                let id = if dir == Dir::Tx { i } else { ni_tx.saturating_add(i) };
+                if let Some(entry) = layout.ring_ofs.get_mut(id as usize) {
+                    *entry = ring.ofs;
                 }
             }
         }
@@ -404,15 +406,21 @@ impl NetmapLayout {
 
     /// All rings, TX first.
     pub fn rings(&self) -> impl Iterator<Item = RingLayout> + Clone + '_ {
-        self.tx.iter().chain(self.rx.iter()).flatten().copied()
+        let tx = (0..self.num_tx).filter_map(|i| self.ring(Dir::Tx, i));
+        tx.chain((0..self.num_rx).filter_map(|i| self.ring(Dir::Rx, i)))
     }
 
     /// Ring `idx` of direction `dir`.
-    pub fn ring(&self, dir: Dir, idx: u32) -> Option<&RingLayout> {
-        let table = match dir {
-            Dir::Tx => &self.tx,
-            Dir::Rx => &self.rx,
+    pub fn ring(&self, dir: Dir, idx: u32) -> Option<RingLayout> {
+        let (id, num_slots, count) = match dir {
+            Dir::Tx => (idx, self.tx_slots, self.num_tx),
+            Dir::Rx => (self.num_tx.saturating_add(idx), self.rx_slots, self.num_rx),
         };
-        table.get(idx as usize)?.as_ref()
+        if idx >= count {
+            return None;
+        }
+        let ofs = *self.ring_ofs.get(id as usize)?;
+        let region = self.memdev.region.sub(ofs, RingLayout::bytes(num_slots)?).ok()?;
+        Some(RingLayout { dir, ofs, region, num_slots })
     }
 }

@@ -323,7 +323,7 @@ mod datapath {
         let mut rx = RxRing::new(G.slots);
         let csb = host_csb(&dev, 0);
         kern_write(&csb, 0, G.slots - 1);
-        dev.up(&mut [&mut tx.kring, &mut rx.kring]).unwrap();
+        dev.up([&mut tx.kring, &mut rx.kring].into_iter()).unwrap();
         (dev, tx, rx)
     }
 

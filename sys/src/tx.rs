@@ -77,7 +77,7 @@ pub struct SwQueue<P, const N: usize> {
 
 impl<P, const N: usize> Default for SwQueue<P, N> {
     fn default() -> Self {
-        Self { slots: core::array::from_fn(|_| None), head: 0, len: 0 }
+        Self { slots: [const { None }; N], head: 0, len: 0 }
     }
 }
 
@@ -231,7 +231,7 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
                 return Err(TxError::QueueFull);
             }
         }
-        let Some(layout) = self.layout().ring(Dir::Tx, idx).copied() else {
+        let Some(layout) = self.layout().ring(Dir::Tx, idx) else {
             return Ok(());
         };
         let bufs = self.layout().buffers;

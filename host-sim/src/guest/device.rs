@@ -239,7 +239,7 @@ impl PtnetIf {
     /// locked rings once they are aligned with the host.
     pub(crate) fn up(&self, then: impl FnOnce(&mut Locked<'_>)) -> Result<(), NmError> {
         let mut l = self.lock_all();
-        self.dev.up(&mut l.krings())?;
+        self.dev.up(l.krings().into_iter())?;
         then(&mut l);
         Ok(())
     }
@@ -250,7 +250,7 @@ impl PtnetIf {
     pub fn restart(&self) -> Result<(), NmError> {
         let _users = self.users.lock().unwrap();
         let mut l = self.lock_all();
-        self.dev.restart(&mut l.krings())?;
+        self.dev.restart(l.krings().into_iter())?;
         // Only the tail: the applications' head and cur may be ahead of
         // the kernel's (slots filled, not yet synced) and stay theirs.
         l.publish_tails(self);

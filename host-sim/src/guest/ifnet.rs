@@ -5,7 +5,7 @@
 
 use super::device::{NmError, PtnetIf};
 use ptnet::device::QueueCounters;
-use ptnet::ifnet::MtuError;
+use ptnet::ifnet::{IfCounters, MtuError};
 use ptnet::kring::Dir;
 use ptnet::net::caps::{CapError, CsumFlags, IfCap};
 use ptnet::net::frame::{FrameInfo, FrameSink};
@@ -120,37 +120,6 @@ impl FrameSink for InputQueue {
             self.frames.push_back(f);
         }
     }
-}
-
-/// Interface counters (`if_get_counter`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct IfCounters {
-    /// Frames received.
-    pub ipackets: u64,
-    /// Bytes received.
-    pub ibytes: u64,
-    /// Frames dropped for bad slots or headers.
-    pub ierrors: u64,
-    /// Frames dropped for lack of memory.
-    pub iqdrops: u64,
-    /// Frames sent.
-    pub opackets: u64,
-    /// Bytes sent.
-    pub obytes: u64,
-    /// Frames refused (bad offload request, too large).
-    pub oerrors: u64,
-    /// Frames dropped: queue full, interface down, or in netmap mode.
-    pub oqdrops: u64,
-    /// Frames sent with checksum offload.
-    pub tx_csum: u64,
-    /// Frames sent with TSO.
-    pub tx_tso: u64,
-    /// Frames received as large-receive frames.
-    pub rx_lro: u64,
-    /// Checksums the driver completed on receive (RXCSUM off).
-    pub rx_csum_completed: u64,
-    /// Super-packets the driver segmented on receive (LRO off).
-    pub rx_segmented: u64,
 }
 
 impl PtnetIf {
@@ -286,23 +255,10 @@ impl PtnetIf {
     pub fn if_counters(&self) -> IfCounters {
         let mut c = IfCounters { oqdrops: self.netmap_drops.load(Ordering::Relaxed), ..IfCounters::default() };
         for r in &self.tx {
-            let s = &r.lock().unwrap().stats;
-            c.opackets += s.packets.get();
-            c.obytes += s.bytes.get();
-            c.oerrors += s.refused.get();
-            c.oqdrops += s.queue_drops.get() + s.down_drops.get();
-            c.tx_csum += s.csum.get();
-            c.tx_tso += s.tso.get();
+            c.add_tx(&r.lock().unwrap().stats);
         }
         for r in &self.rx {
-            let s = &r.lock().unwrap().stats;
-            c.ipackets += s.packets.get();
-            c.ibytes += s.bytes.get();
-            c.ierrors += s.errors.get();
-            c.iqdrops += s.no_memory.get();
-            c.rx_lro += s.lro.get();
-            c.rx_csum_completed += s.csum_completed.get();
-            c.rx_segmented += s.segmented.get();
+            c.add_rx(&r.lock().unwrap().stats);
         }
         c
     }

@@ -25,7 +25,7 @@ const CUR: usize = offset_of!(NetmapRing, cur);
 const TAIL: usize = offset_of!(NetmapRing, tail);
 
 fn layout(ifp: &PtnetIf, dir: Dir, idx: u32) -> Option<RingLayout> {
-    ifp.dev.layout().ring(dir, idx).copied()
+    ifp.dev.layout().ring(dir, idx)
 }
 
 /// Shows the application the kernel's view of a ring: the tail, and with
