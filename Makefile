@@ -10,7 +10,7 @@ PYTHON ?= python3
 NIGHTLY ?= nightly
 SIM = target/release/ptnet-sim
 
-.PHONY: run test bench miri setup setup-nightly check kernel-build sim
+.PHONY: run test bench miri setup setup-nightly check kernel-build sim kmod-lib kmod-audit kmod-header
 
 # Toolchains and tools a fresh Debian machine with rustup lacks.
 setup:
@@ -31,12 +31,12 @@ run: sim
 
 # The driver core as the kernel builds it: no_std, no panics reachable.
 kernel-build:
-	$(CARGO) build -p ptnet --target x86_64-unknown-none --release
+	$(CARGO) build -p ptnet -p ptnet-ffi --target x86_64-unknown-none --release
 
 check:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) clippy -p ptnet --target x86_64-unknown-none -- -D warnings
+	$(CARGO) clippy -p ptnet -p ptnet-ffi --target x86_64-unknown-none -- -D warnings
 
 miri: setup-nightly
 	$(CARGO) +$(NIGHTLY) miri test -p ptnet
@@ -47,3 +47,27 @@ test: setup check kernel-build miri
 bench: sim
 	$(SIM) bench native --json
 	$(SIM) bench ifnet --json
+
+# The kernel module's Rust archive, built as the kmod build uses it: the
+# core and the boundary in one LTO unit with the kernel code model and
+# static relocations (core recompiled from source, so nothing
+# precompiled as PIC comes in), direct calls through the PLT32 form, and
+# stack-size records for the audit. compiler_builtins is left out: its
+# weak memcpy family would shadow the kernel's, and anything else it
+# provides would show up as an undefined symbol in the audit.
+KMOD_DIR = target/kmod
+KMOD_LIB = $(KMOD_DIR)/libptnet_rs.a
+KMOD_RUSTFLAGS = -C relocation-model=static -C code-model=kernel -Z plt=yes -Z emit-stack-sizes
+
+kmod-lib: setup-nightly
+	RUSTFLAGS="$(KMOD_RUSTFLAGS)" $(CARGO) +$(NIGHTLY) rustc -p ptnet-ffi --profile kmod \
+		--target x86_64-unknown-none -Z build-std=core,compiler_builtins --crate-type staticlib \
+		--target-dir $(KMOD_DIR)
+	cp $(KMOD_DIR)/x86_64-unknown-none/kmod/libptnet_ffi.a $(KMOD_LIB)
+	ar d $(KMOD_LIB) $$(ar t $(KMOD_LIB) | grep '^compiler_builtins-')
+
+# Links the archive as the module link does (ld -r, the header's entry
+# points as roots) and audits the object for the kld loader.
+kmod-audit: kmod-lib
+	ld -r -o $(KMOD_DIR)/ptnet_rs.o $$(sed -n 's/^[a-z].* \(ptnet_rs_[a-z_0-9]*\)(.*/-u \1/p' kmod/ptnet_rs.h) $(KMOD_LIB)
+	$(CARGO) run -q --release -p ptnet-tests --bin kmod-audit -- $(KMOD_DIR)/ptnet_rs.o

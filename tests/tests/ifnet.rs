@@ -4,19 +4,18 @@
 
 use ptnet::abi::vnet::*;
 use ptnet::net::caps::{CsumFlags, IfCap};
-use ptnet::net::cksum::{pseudo_v4, Csum};
 use ptnet::net::offload::TxRequest;
 use ptnet_host_sim::app::stream::Pattern;
 use ptnet_host_sim::app::tcp::{vm_addrs, vm_ipv4, BulkReceiver, BulkSender};
 use ptnet_host_sim::guest::device::PtnetIf;
-use ptnet_host_sim::guest::ifnet::{InputQueue, SimPacket};
+use ptnet_host_sim::guest::ifnet::SimPacket;
 use ptnet_host_sim::guest::stack::Stack;
 use ptnet_host_sim::world::{World, WorldConfig};
-use ptnet_tests::world;
+use ptnet_tests::{l4_checksum_ok, receive, world};
 use smoltcp::wire::IpAddress;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn two_guests() -> World {
     world(WorldConfig {
@@ -25,59 +24,8 @@ fn two_guests() -> World {
     })
 }
 
-/// A UDP/IPv4 frame from VM 0 to VM 1 with `payload` bytes, the checksum
-/// field holding the pseudo-header sum (as the stack leaves it for
-/// offload).
 fn udp_frame(w: &World, payload: &[u8]) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&w.vms[1].mac);
-    f.extend_from_slice(&w.vms[0].mac);
-    f.extend_from_slice(&[0x08, 0x00]);
-    let total = (20 + 8 + payload.len()) as u16;
-    let mut ip = vec![0x45, 0, (total >> 8) as u8, total as u8, 0, 7, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
-    let mut c = Csum::new();
-    c.add(&ip);
-    let s = c.finish().to_be_bytes();
-    ip[10..12].copy_from_slice(&s);
-    f.extend_from_slice(&ip);
-    let ulen = (8 + payload.len()) as u16;
-    let seed = pseudo_v4([10, 0, 0, 1], [10, 0, 0, 2], 17, u32::from(ulen)).fold();
-    f.extend_from_slice(&[0x13, 0x88, 0x13, 0x89, (ulen >> 8) as u8, ulen as u8]);
-    f.extend_from_slice(&seed.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
-/// Runs `ifp`'s service routine until `n` frames arrived (or 5 s).
-fn receive(ifp: &PtnetIf, n: usize) -> Vec<ptnet_host_sim::guest::ifnet::RxFrame> {
-    let mut q = InputQueue::new(100_000);
-    let mut out = Vec::new();
-    let end = Instant::now() + Duration::from_secs(5);
-    while out.len() < n && Instant::now() < end {
-        let t = ifp.idle_token();
-        ifp.service(&mut q, 256);
-        while let Some(f) = q.pop() {
-            out.push(f);
-        }
-        ifp.idle(t, Duration::from_millis(10));
-    }
-    out
-}
-
-/// True when a (possibly tagged) UDP or TCP frame's checksum verifies.
-fn l4_checksum_ok(f: &[u8]) -> bool {
-    let h = ptnet::net::hdr::parse(&f[..f.len().min(256)], f.len()).unwrap();
-    let seg = &f[h.l4_off..h.frame_end];
-    let proto = if matches!(h.l4, ptnet::net::hdr::L4::Tcp { .. }) { 6 } else { 17 };
-    let l3 = h.l3_off;
-    let mut c = pseudo_v4(
-        f[l3 + 12..l3 + 16].try_into().unwrap(),
-        f[l3 + 16..l3 + 20].try_into().unwrap(),
-        proto,
-        seg.len() as u32,
-    );
-    c.add(seg);
-    c.finish() == 0
+    ptnet_tests::udp_frame(w.vms[1].mac, w.vms[0].mac, payload)
 }
 
 #[test]

@@ -1,0 +1,31 @@
+//! `kmod/ptnet_rs.h` is what cbindgen makes of `ffi/src`: the C shim and
+//! the Rust archive cannot drift apart silently. `make kmod-header`
+//! rewrites it (`PTNET_UPDATE_HEADER=1`).
+
+use std::path::PathBuf;
+
+#[test]
+fn header_matches_the_rust_declarations() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let cfg = cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("cbindgen.toml");
+    let bindings = cbindgen::Builder::new().with_crate(&dir).with_config(cfg).generate().expect("cbindgen");
+    let mut generated = Vec::new();
+    bindings.write(&mut generated);
+    let path = dir.join("../kmod/ptnet_rs.h");
+    if std::env::var_os("PTNET_UPDATE_HEADER").is_some() {
+        std::fs::write(&path, &generated).expect("write kmod/ptnet_rs.h");
+        return;
+    }
+    let committed = std::fs::read(&path).unwrap_or_default();
+    if committed != generated {
+        let (c, g) = (String::from_utf8_lossy(&committed), String::from_utf8_lossy(&generated));
+        let first =
+            c.lines().zip(g.lines()).position(|(a, b)| a != b).unwrap_or(c.lines().count().min(g.lines().count()));
+        panic!(
+            "kmod/ptnet_rs.h does not match ffi/src (first difference at line {}):\n  header: {:?}\n  rust:   {:?}\nrun `make kmod-header` and update the shim",
+            first + 1,
+            c.lines().nth(first).unwrap_or("<end>"),
+            g.lines().nth(first).unwrap_or("<end>")
+        );
+    }
+}

@@ -1,0 +1,327 @@
+//! The audit of the kernel module's Rust object (`make kmod-audit`): the
+//! relocatable object that `ld -r` makes of the Rust archive, with the
+//! exported entry points as roots, must be something FreeBSD's amd64 kld
+//! loader can load and the kernel can run.
+//!
+//! - ELF64 x86-64, relocatable (`ET_REL`, as amd64 modules are);
+//! - relocations only of the types `sys/amd64/amd64/elf_machdep.c`
+//!   handles: NONE, 64, PC32, PLT32, 32S, GLOB_DAT, JMP_SLOT, RELATIVE,
+//!   IRELATIVE (no GOTPCREL of any kind, no 32, no TLS);
+//! - no SSE, AVX, MMX or x87 instruction (the kernel does not save the
+//!   FPU state for it);
+//! - no `.init_array`/`.ctors`/`.fini_array`/`.dtors`, no TLS sections;
+//! - undefined symbols only from an allowed list (the kernel's `memcpy`
+//!   family);
+//! - no stack frame above a limit, measured from the compiler's
+//!   `.stack_sizes` records, and every function must have one (a function
+//!   without a record fails the audit rather than being skipped).
+
+use iced_x86::{CpuidFeature, Decoder, DecoderOptions, Instruction, OpKind};
+use object::elf;
+use object::read::elf::{ElfFile64, FileHeader, SectionHeader};
+use object::{Endianness, Object, ObjectSection, ObjectSymbol, RelocationTarget, SymbolKind};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+/// Relocation types the amd64 kld loader applies.
+pub const ALLOWED_RELOCATIONS: &[(u32, &str)] = &[
+    (elf::R_X86_64_NONE, "NONE"),
+    (elf::R_X86_64_64, "64"),
+    (elf::R_X86_64_PC32, "PC32"),
+    (elf::R_X86_64_PLT32, "PLT32"),
+    (elf::R_X86_64_32S, "32S"),
+    (elf::R_X86_64_GLOB_DAT, "GLOB_DAT"),
+    (elf::R_X86_64_JUMP_SLOT, "JMP_SLOT"),
+    (elf::R_X86_64_RELATIVE, "RELATIVE"),
+    (elf::R_X86_64_IRELATIVE, "IRELATIVE"),
+];
+
+/// The kernel functions the Rust object may call.
+pub const KERNEL_SYMBOLS: &[&str] = &["memcpy", "memmove", "memset", "memcmp", "bcmp"];
+
+/// Largest stack frame allowed (FreeBSD amd64 kernel stacks are 16 KiB).
+pub const MAX_FRAME: u64 = 2048;
+
+/// What the audit found.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Size of the object file.
+    pub file_bytes: usize,
+    /// Bytes of executable code.
+    pub text_bytes: u64,
+    /// Functions defined.
+    pub functions: usize,
+    /// Relocations by type name.
+    pub relocations: BTreeMap<String, usize>,
+    /// Undefined symbols.
+    pub undefined: BTreeSet<String>,
+    /// The largest stack frames: (bytes, function), largest first.
+    pub largest_frames: Vec<(u64, String)>,
+    /// Instructions decoded.
+    pub instructions: usize,
+    /// Every rule broken, one line each.
+    pub violations: Vec<String>,
+}
+
+impl Report {
+    /// True when nothing is wrong.
+    pub fn ok(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "object: {} bytes, {} bytes of code, {} functions, {} instructions",
+            self.file_bytes, self.text_bytes, self.functions, self.instructions
+        )?;
+        let relocs: Vec<String> = self.relocations.iter().map(|(k, v)| format!("{k} x{v}")).collect();
+        writeln!(f, "relocations: {}", relocs.join(", "))?;
+        let undef: Vec<&str> = self.undefined.iter().map(String::as_str).collect();
+        writeln!(f, "undefined symbols: {}", if undef.is_empty() { "none".into() } else { undef.join(", ") })?;
+        for (size, name) in self.largest_frames.iter().take(3) {
+            writeln!(f, "stack frame: {size} bytes in {name}")?;
+        }
+        if self.ok() {
+            writeln!(f, "audit passed")
+        } else {
+            for v in &self.violations {
+                writeln!(f, "VIOLATION: {v}")?;
+            }
+            writeln!(f, "audit FAILED ({} violations)", self.violations.len())
+        }
+    }
+}
+
+/// Audits the object in `data`, allowing `extra_undefined` besides the
+/// kernel's `memcpy` family.
+pub fn audit(data: &[u8], extra_undefined: &[&str]) -> Report {
+    let mut r = Report { file_bytes: data.len(), ..Report::default() };
+    let file = match ElfFile64::<Endianness>::parse(data) {
+        Ok(f) => f,
+        Err(e) => {
+            r.violations.push(format!("not an ELF64 object: {e}"));
+            return r;
+        }
+    };
+    let hdr = file.elf_header();
+    let e = file.endian();
+    if hdr.e_type(e) != elf::ET_REL {
+        r.violations.push(format!("ELF type {} is not ET_REL (a relocatable object)", hdr.e_type(e)));
+    }
+    if hdr.e_machine(e) != elf::EM_X86_64 {
+        r.violations.push(format!("machine {} is not x86-64", hdr.e_machine(e)));
+    }
+    check_sections(&file, &mut r);
+    check_relocations(&file, &mut r);
+    check_symbols(&file, extra_undefined, &mut r);
+    check_instructions(&file, &mut r);
+    check_frames(&file, &mut r);
+    r
+}
+
+fn check_sections(file: &ElfFile64<'_, Endianness>, r: &mut Report) {
+    const FORBIDDEN: &[&str] = &[".init_array", ".fini_array", ".preinit_array", ".ctors", ".dtors", ".tdata", ".tbss"];
+    let e = file.endian();
+    for s in file.sections() {
+        let name = s.name().unwrap_or("?");
+        let flags = s.elf_section_header().sh_flags(e);
+        if FORBIDDEN.iter().any(|f| name == *f || name.starts_with(&format!("{f}."))) {
+            r.violations.push(format!("section {name} (constructors or TLS are not run by the kld loader)"));
+        } else if flags & u64::from(elf::SHF_TLS) != 0 {
+            r.violations.push(format!("section {name} is thread-local"));
+        }
+        if flags & u64::from(elf::SHF_EXECINSTR) != 0 {
+            r.text_bytes += s.size();
+        }
+    }
+}
+
+fn check_relocations(file: &ElfFile64<'_, Endianness>, r: &mut Report) {
+    for s in file.sections() {
+        for (_, rel) in s.relocations() {
+            let object::RelocationFlags::Elf { r_type } = rel.flags() else { continue };
+            let name = ALLOWED_RELOCATIONS.iter().find(|(t, _)| *t == r_type).map(|(_, n)| n.to_string());
+            match name {
+                Some(n) => *r.relocations.entry(n).or_default() += 1,
+                None => {
+                    let key = format!("type {r_type}");
+                    let n = r.relocations.entry(key.clone()).or_default();
+                    if *n == 0 {
+                        r.violations.push(format!(
+                            "relocation {key} ({}) in {} is not handled by the amd64 kld loader",
+                            relocation_name(r_type),
+                            s.name().unwrap_or("?")
+                        ));
+                    }
+                    *n += 1;
+                }
+            }
+        }
+    }
+}
+
+fn relocation_name(t: u32) -> &'static str {
+    match t {
+        elf::R_X86_64_32 => "R_X86_64_32",
+        elf::R_X86_64_GOTPCREL => "R_X86_64_GOTPCREL",
+        elf::R_X86_64_GOTPCRELX => "R_X86_64_GOTPCRELX",
+        elf::R_X86_64_REX_GOTPCRELX => "R_X86_64_REX_GOTPCRELX",
+        elf::R_X86_64_GOT32 => "R_X86_64_GOT32",
+        elf::R_X86_64_GOTPC32 => "R_X86_64_GOTPC32",
+        elf::R_X86_64_TPOFF32 | elf::R_X86_64_TPOFF64 | elf::R_X86_64_DTPOFF32 | elf::R_X86_64_DTPOFF64 => "TLS",
+        elf::R_X86_64_TLSGD | elf::R_X86_64_TLSLD | elf::R_X86_64_GOTTPOFF => "TLS",
+        _ => "unknown",
+    }
+}
+
+fn check_symbols(file: &ElfFile64<'_, Endianness>, extra: &[&str], r: &mut Report) {
+    for sym in file.symbols() {
+        if sym.is_undefined() && sym.index().0 != 0 {
+            let name = sym.name().unwrap_or("?").to_string();
+            if name.is_empty() {
+                continue;
+            }
+            if !KERNEL_SYMBOLS.contains(&name.as_str()) && !extra.contains(&name.as_str()) {
+                r.violations.push(format!("undefined symbol {name} (not the shim's nor the kernel's memcpy family)"));
+            }
+            r.undefined.insert(name);
+        } else if sym.kind() == SymbolKind::Tls {
+            r.violations.push(format!("thread-local symbol {}", sym.name().unwrap_or("?")));
+        }
+        if sym.kind() == SymbolKind::Text && sym.is_definition() {
+            r.functions += 1;
+        }
+    }
+}
+
+/// An instruction that touches FPU, MMX, SSE or AVX state.
+fn fpu_instruction(i: &Instruction) -> Option<String> {
+    let uses_vector_reg = (0..i.op_count()).any(|n| {
+        i.op_kind(n) == OpKind::Register && {
+            let reg = i.op_register(n);
+            reg.is_xmm() || reg.is_ymm() || reg.is_zmm() || reg.is_mm() || reg.is_st() || reg.is_k()
+        }
+    });
+    let fpu_feature = i.cpuid_features().iter().any(|f| {
+        matches!(
+            f,
+            CpuidFeature::FPU
+                | CpuidFeature::FPU287
+                | CpuidFeature::FPU387
+                | CpuidFeature::MMX
+                | CpuidFeature::SSE
+                | CpuidFeature::SSE2
+                | CpuidFeature::SSE3
+                | CpuidFeature::SSSE3
+                | CpuidFeature::SSE4_1
+                | CpuidFeature::SSE4_2
+                | CpuidFeature::SSE4A
+                | CpuidFeature::AVX
+                | CpuidFeature::AVX2
+                | CpuidFeature::AVX512F
+                | CpuidFeature::FMA
+                | CpuidFeature::F16C
+        )
+    });
+    (uses_vector_reg || fpu_feature).then(|| format!("{i}"))
+}
+
+fn check_instructions(file: &ElfFile64<'_, Endianness>, r: &mut Report) {
+    let e = file.endian();
+    for s in file.sections() {
+        if s.elf_section_header().sh_flags(e) & u64::from(elf::SHF_EXECINSTR) == 0 {
+            continue;
+        }
+        let Ok(code) = s.data() else { continue };
+        let mut d = Decoder::with_ip(64, code, 0, DecoderOptions::NONE);
+        let mut i = Instruction::default();
+        let mut found = 0;
+        while d.can_decode() {
+            d.decode_out(&mut i);
+            r.instructions += 1;
+            if i.is_invalid() {
+                continue;
+            }
+            if let Some(text) = fpu_instruction(&i) {
+                found += 1;
+                if found <= 3 {
+                    r.violations.push(format!(
+                        "FPU/SIMD instruction `{text}` at {}+{:#x}",
+                        s.name().unwrap_or("?"),
+                        i.ip()
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn read_uleb(data: &[u8], at: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *data.get(*at)?;
+        *at += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// The function each `.stack_sizes` entry names: its address field is
+/// relocated against the function's symbol, or its section's symbol plus
+/// the function's offset.
+fn check_frames(file: &ElfFile64<'_, Endianness>, r: &mut Report) {
+    let funcs: BTreeMap<(usize, u64), String> = file
+        .symbols()
+        .filter(|s| s.kind() == SymbolKind::Text && s.is_definition())
+        .filter_map(|s| Some(((s.section_index()?.0, s.address()), s.name().ok()?.to_string())))
+        .collect();
+    let mut sized: BTreeMap<String, u64> = BTreeMap::new();
+    for s in file.sections().filter(|s| s.name() == Ok(".stack_sizes")) {
+        let Ok(data) = s.data() else { continue };
+        let relocs: BTreeMap<u64, (RelocationTarget, i64)> =
+            s.relocations().map(|(off, rel)| (off, (rel.target(), rel.addend()))).collect();
+        let mut at = 0usize;
+        while at + 8 <= data.len() {
+            let entry = at as u64;
+            at += 8;
+            let Some(size) = read_uleb(data, &mut at) else {
+                r.violations.push("truncated .stack_sizes record".into());
+                break;
+            };
+            let func = match relocs.get(&entry) {
+                Some((RelocationTarget::Symbol(idx), addend)) => file.symbol_by_index(*idx).ok().and_then(|sym| {
+                    if sym.kind() == SymbolKind::Section {
+                        funcs.get(&(sym.section_index()?.0, *addend as u64)).cloned()
+                    } else {
+                        sym.name().ok().map(str::to_string)
+                    }
+                }),
+                _ => None,
+            };
+            match func {
+                Some(name) => {
+                    let e = sized.entry(name).or_default();
+                    *e = (*e).max(size);
+                }
+                None => r.violations.push(format!(".stack_sizes record at {entry:#x} names no function")),
+            }
+        }
+    }
+    for name in funcs.values() {
+        if !sized.contains_key(name) {
+            r.violations.push(format!("no stack size recorded for {name} (build with -Z emit-stack-sizes)"));
+        }
+    }
+    let mut frames: Vec<(u64, String)> = sized.into_iter().map(|(n, s)| (s, n)).collect();
+    frames.sort_by(|a, b| b.cmp(a));
+    for (size, name) in frames.iter().filter(|(s, _)| *s > MAX_FRAME) {
+        r.violations.push(format!("stack frame of {size} bytes in {name} (limit {MAX_FRAME})"));
+    }
+    r.largest_frames = frames;
+}
