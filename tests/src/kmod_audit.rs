@@ -140,7 +140,13 @@ fn check_sections(file: &ElfFile64<'_, Endianness>, r: &mut Report) {
 }
 
 fn check_relocations(file: &ElfFile64<'_, Endianness>, r: &mut Report) {
-    for s in file.sections() {
+    let e = file.endian();
+    // Only sections the loader loads are relocated (debug sections are
+    // not, and use 32-bit DWARF offsets).
+    let loaded = |s: &object::read::elf::ElfSection64<'_, '_, Endianness>| {
+        s.elf_section_header().sh_flags(e) & u64::from(elf::SHF_ALLOC) != 0
+    };
+    for s in file.sections().filter(loaded) {
         for (_, rel) in s.relocations() {
             let object::RelocationFlags::Elf { r_type } = rel.flags() else { continue };
             let name = ALLOWED_RELOCATIONS.iter().find(|(t, _)| *t == r_type).map(|(_, n)| n.to_string());
