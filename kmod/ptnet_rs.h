@@ -48,6 +48,37 @@ struct mbuf;
 struct ptnet_rs_softc;
 
 /*
+ What the device said about its host memory and rings (checked by the
+ driver), for finding the memdev and registering with netmap.
+ */
+struct PtnetRsMemdevQuery {
+  /*
+   Host memory id.
+   */
+  uint32_t memid;
+  /*
+   Offset of the port's `netmap_if` in that memory.
+   */
+  uint32_t nifp_ofs;
+  /*
+   TX rings.
+   */
+  uint32_t num_tx_rings;
+  /*
+   RX rings.
+   */
+  uint32_t num_rx_rings;
+  /*
+   Slots per TX ring.
+   */
+  uint32_t num_tx_slots;
+  /*
+   Slots per RX ring.
+   */
+  uint32_t num_rx_slots;
+};
+
+/*
  The ptnetmap-memdev the host memory lives behind, found by memory id.
  */
 struct ptnet_rs_memdev {
@@ -144,11 +175,12 @@ struct ptnet_shim_ops {
                      uint32_t off,
                      uint32_t val);
   /*
-   Finds the memdev exporting host memory `memid` and maps its memory
-   BAR; 0 and `*out` filled, or an errno.
+   Finds the memdev exporting host memory `q->memid` and maps its
+   memory BAR (through netmap's guest allocator, registering the port
+   of geometry `q` with netmap); 0 and `*out` filled, or an errno.
    */
   int (*memdev_find)(void *dev,
-                     uint32_t memid,
+                     const struct PtnetRsMemdevQuery *q,
                      struct ptnet_rs_memdev *out);
   /*
    32-bit read of a memdev's register BAR.

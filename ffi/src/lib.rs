@@ -35,4 +35,4 @@ mod panic;
 mod softc;
 
 pub use entry::*;
-pub use ops::{Mbuf, PtnetRsMemdev, PtnetRsPktInfo, PtnetRsRxInfo, PtnetShimOps};
+pub use ops::{Mbuf, PtnetRsMemdev, PtnetRsMemdevQuery, PtnetRsPktInfo, PtnetRsRxInfo, PtnetShimOps};

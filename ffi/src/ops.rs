@@ -52,6 +52,25 @@ pub struct PtnetRsRxInfo {
     pub ring: u16,
 }
 
+/// What the device said about its host memory and rings (checked by the
+/// driver), for finding the memdev and registering with netmap.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PtnetRsMemdevQuery {
+    /// Host memory id.
+    pub memid: u32,
+    /// Offset of the port's `netmap_if` in that memory.
+    pub nifp_ofs: u32,
+    /// TX rings.
+    pub num_tx_rings: u32,
+    /// RX rings.
+    pub num_rx_rings: u32,
+    /// Slots per TX ring.
+    pub num_tx_slots: u32,
+    /// Slots per RX ring.
+    pub num_rx_slots: u32,
+}
+
 /// The ptnetmap-memdev the host memory lives behind, found by memory id.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -73,9 +92,11 @@ pub struct PtnetShimOps {
     pub bar_read4: Option<unsafe extern "C" fn(dev: *mut c_void, off: u32) -> u32>,
     /// 32-bit write of the ptnet I/O BAR (`bus_write_4`).
     pub bar_write4: Option<unsafe extern "C" fn(dev: *mut c_void, off: u32, val: u32)>,
-    /// Finds the memdev exporting host memory `memid` and maps its memory
-    /// BAR; 0 and `*out` filled, or an errno.
-    pub memdev_find: Option<unsafe extern "C" fn(dev: *mut c_void, memid: u32, out: *mut PtnetRsMemdev) -> c_int>,
+    /// Finds the memdev exporting host memory `q->memid` and maps its
+    /// memory BAR (through netmap's guest allocator, registering the port
+    /// of geometry `q` with netmap); 0 and `*out` filled, or an errno.
+    pub memdev_find:
+        Option<unsafe extern "C" fn(dev: *mut c_void, q: *const PtnetRsMemdevQuery, out: *mut PtnetRsMemdev) -> c_int>,
     /// 32-bit read of a memdev's register BAR.
     pub memdev_read4: Option<unsafe extern "C" fn(handle: *mut c_void, off: u32) -> u32>,
     /// Releases what `memdev_find` acquired.
@@ -116,7 +137,7 @@ pub struct PtnetShimOps {
 pub(crate) struct Ops {
     pub bar_read4: unsafe extern "C" fn(*mut c_void, u32) -> u32,
     pub bar_write4: unsafe extern "C" fn(*mut c_void, u32, u32),
-    pub memdev_find: unsafe extern "C" fn(*mut c_void, u32, *mut PtnetRsMemdev) -> c_int,
+    pub memdev_find: unsafe extern "C" fn(*mut c_void, *const PtnetRsMemdevQuery, *mut PtnetRsMemdev) -> c_int,
     pub memdev_read4: unsafe extern "C" fn(*mut c_void, u32) -> u32,
     pub memdev_release: unsafe extern "C" fn(*mut c_void, *const PtnetRsMemdev),
     pub dma_alloc: unsafe extern "C" fn(*mut c_void, usize, usize, *mut u64) -> *mut c_void,

@@ -7,12 +7,12 @@
 
 use crate::kbox::KBox;
 use crate::mbuf::{MbufPkt, RxSink};
-use crate::ops::{ops, PtnetRsMemdev};
+use crate::ops::{ops, PtnetRsMemdev, PtnetRsMemdevQuery};
 use crate::os::{Bar0, MemdevRegs, ShimDev, ShimKernel};
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use ptnet::csb::SyncOpts;
-use ptnet::device::{KringSet, UpError};
+use ptnet::device::{KringSet, MemdevQuery, UpError};
 use ptnet::kring::{Dir, Kring};
 use ptnet::layout::MAX_RINGS;
 use ptnet::rx::RxRing;
@@ -93,10 +93,19 @@ impl Softc {
     pub fn attach(shim: ShimDev, msix_vectors: u32, cfg: Config) -> Result<KBox<Softc>, Error> {
         let o = ops().ok_or(Error::Invalid)?;
         let mut found: Option<PtnetRsMemdev> = None;
-        let find = |memid: u32| {
+        let find = |q: &MemdevQuery| {
             let mut m = PtnetRsMemdev { handle: core::ptr::null_mut(), base: core::ptr::null_mut(), size: 0 };
-            // SAFETY: `m` is a valid out-pointer; the shim fills it on success.
-            if unsafe { (o.memdev_find)(shim.0, memid, &mut m) } != 0 {
+            let q = PtnetRsMemdevQuery {
+                memid: q.memid,
+                nifp_ofs: q.nifp_ofs,
+                num_tx_rings: q.num_tx_rings,
+                num_rx_rings: q.num_rx_rings,
+                num_tx_slots: q.num_tx_slots,
+                num_rx_slots: q.num_rx_slots,
+            };
+            // SAFETY: `q` and `m` are valid for the call; the shim fills
+            // `m` on success.
+            if unsafe { (o.memdev_find)(shim.0, &q, &mut m) } != 0 {
                 return None;
             }
             found = Some(m);

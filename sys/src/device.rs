@@ -163,6 +163,26 @@ pub struct Ptnet<K: Kernel, R: Registers> {
     torn_down: bool,
 }
 
+/// What attach asks the OS for when it needs the host memory: the
+/// memdev exporting memory `memid`, for a port of this geometry (already
+/// checked; netmap's own guest allocator wants it too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemdevQuery {
+    /// Host memory id (`HOSTMEMID`).
+    pub memid: u32,
+    /// Offset of the `netmap_if` (`NIFP_OFS`, checked against the memory
+    /// after the memdev is found).
+    pub nifp_ofs: u32,
+    /// TX rings.
+    pub num_tx_rings: u32,
+    /// RX rings.
+    pub num_rx_rings: u32,
+    /// Slots per TX ring.
+    pub num_tx_slots: u32,
+    /// Slots per RX ring.
+    pub num_rx_slots: u32,
+}
+
 /// Every ring's kring, visited in ring-number order (TX first) while the
 /// device is brought up: the OS decides how they are locked (all at once,
 /// or each in turn while its datapath is held off).
@@ -220,7 +240,7 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
         regs: R,
         msix_vectors: u32,
         cfg: Config,
-        find_memdev: impl FnOnce(u32) -> Option<(M, SharedRegion)>,
+        find_memdev: impl FnOnce(&MemdevQuery) -> Option<(M, SharedRegion)>,
     ) -> Result<Self, (K, R, AttachError)> {
         let mut slot = MaybeUninit::uninit();
         Self::attach_into(&mut slot, kernel, regs, msix_vectors, cfg, find_memdev)?;
@@ -236,7 +256,7 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
         regs: R,
         msix_vectors: u32,
         cfg: Config,
-        find_memdev: impl FnOnce(u32) -> Option<(M, SharedRegion)>,
+        find_memdev: impl FnOnce(&MemdevQuery) -> Option<(M, SharedRegion)>,
     ) -> Result<&mut Self, (K, R, AttachError)> {
         match Self::probe(&regs, msix_vectors, cfg, find_memdev) {
             Ok((info, layout)) => Self::finish_attach(slot, kernel, regs, info, layout),
@@ -251,7 +271,7 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
         regs: &R,
         msix_vectors: u32,
         cfg: Config,
-        find_memdev: impl FnOnce(u32) -> Option<(M, SharedRegion)>,
+        find_memdev: impl FnOnce(&MemdevQuery) -> Option<(M, SharedRegion)>,
     ) -> Result<(DeviceInfo, NetmapLayout), AttachError> {
         let wanted = if cfg.want_vnet_hdr { Features::VNET_HDR } else { Features::empty() };
         regs.write32(reg::PTFEAT, wanted.bits());
@@ -282,12 +302,20 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
         }
 
         let nic_memid = regs.read32(reg::HOSTMEMID);
-        let (memdev_regs, memdev_bar) = find_memdev(nic_memid).ok_or(AttachError::NoMemdev { memid: nic_memid })?;
+        let nifp_ofs = regs.read32(reg::NIFP_OFS);
+        let query = MemdevQuery {
+            memid: nic_memid,
+            nifp_ofs,
+            num_tx_rings: num_tx,
+            num_rx_rings: num_rx,
+            num_tx_slots: tx_slots,
+            num_rx_slots: rx_slots,
+        };
+        let (memdev_regs, memdev_bar) = find_memdev(&query).ok_or(AttachError::NoMemdev { memid: nic_memid })?;
         let memdev = Memdev::probe(&memdev_regs, memdev_bar)?;
         if nic_memid != memdev.memid {
             return Err(AttachError::MemIdMismatch { nic: nic_memid, memdev: memdev.memid });
         }
-        let nifp_ofs = regs.read32(reg::NIFP_OFS);
         let layout = NetmapLayout::locate(memdev, Expected { nifp_ofs, num_tx, num_rx, tx_slots, rx_slots })?;
 
         let vnet_hdr_len = Self::negotiate_hdr_len(regs, features)?;

@@ -37,7 +37,7 @@ impl Setup {
         let bar = self.layout.region();
         let memdev = &self.memdev;
         let vectors = self.nic.read32_raw(reg::NUM_TX_RINGS).saturating_add(self.nic.read32_raw(reg::NUM_RX_RINGS));
-        Ptnet::attach(&self.kernel, &self.nic, vectors, cfg, |id| (id == 7).then_some((memdev, bar)))
+        Ptnet::attach(&self.kernel, &self.nic, vectors, cfg, |q| (q.memid == 7).then_some((memdev, bar)))
             .map_err(|(_, _, e)| e)
     }
 

@@ -66,8 +66,11 @@ unsafe extern "C" fn bar_write4(d: *mut c_void, off: u32, val: u32) {
     ptnet_fn(unsafe { dev(d) }).io.write32(off, val)
 }
 
-unsafe extern "C" fn memdev_find(d: *mut c_void, memid: u32, out: *mut PtnetRsMemdev) -> c_int {
+unsafe extern "C" fn memdev_find(d: *mut c_void, q: *const PtnetRsMemdevQuery, out: *mut PtnetRsMemdev) -> c_int {
     let d = unsafe { dev(d) };
+    let q = unsafe { *q };
+    assert_eq!((q.num_tx_rings, q.num_rx_rings), (1, 1), "the query carries the checked geometry");
+    let memid = q.memid;
     let Some(f) = d.pci.iter().find(|f| f.device == PCI_DEVICE_ID_MEMDEV && f.io.read32(mreg::MEMID) == memid) else {
         return 6;
     };

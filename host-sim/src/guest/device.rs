@@ -125,10 +125,10 @@ impl PtnetIf {
             .nth(unit as usize)
             .ok_or(NmError::NoDevice)?;
         let os = GuestOs::new(kernel.clone(), &name);
-        let find_memdev = |memid: u32| {
+        let find_memdev = |q: &ptnet::device::MemdevQuery| {
             pci.iter()
                 .filter(|m| m.vendor == PCI_VENDOR_ID && m.device == PCI_DEVICE_ID_MEMDEV)
-                .find(|m| m.io.read32(mreg::MEMID) == memid)
+                .find(|m| m.io.read32(mreg::MEMID) == q.memid)
                 .and_then(|m| Some((PciBar(m.io.clone()), m.mem_bar?)))
         };
         let dev = Ptnet::attach(os.clone(), PciBar(f.io.clone()), f.msix_vectors, cfg, find_memdev)
