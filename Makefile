@@ -4,13 +4,14 @@
 #   make test    set up, then every check and test
 #   make bench   benchmarks with same-run baselines (JSON)
 #   make miri    the driver core's unit tests under Miri
+#   make kmod-audit  the kernel module's Rust object, checked for the kld loader
 
 CARGO ?= cargo
 PYTHON ?= python3
 NIGHTLY ?= nightly
 SIM = target/release/ptnet-sim
 
-.PHONY: run test bench miri setup setup-nightly check kernel-build sim kmod-lib kmod-audit kmod-header
+.PHONY: run test bench miri setup setup-nightly check kernel-build sim kmod-lib kmod-audit kmod-header kmod-man
 
 # Toolchains and tools a fresh Debian machine with rustup lacks.
 setup:
@@ -41,7 +42,7 @@ check:
 miri: setup-nightly
 	$(CARGO) +$(NIGHTLY) miri test -p ptnet
 
-test: setup check kernel-build miri
+test: setup check kernel-build miri kmod-audit kmod-man
 	$(CARGO) test --workspace --release
 
 bench: sim
@@ -71,3 +72,12 @@ kmod-lib: setup-nightly
 kmod-audit: kmod-lib
 	ld -r -o $(KMOD_DIR)/ptnet_rs.o $$(sed -n 's/^[a-z].* \(ptnet_rs_[a-z_0-9]*\)(.*/-u \1/p' kmod/ptnet_rs.h) $(KMOD_LIB)
 	$(CARGO) run -q --release -p ptnet-tests --bin kmod-audit -- $(KMOD_DIR)/ptnet_rs.o
+
+# Rewrites kmod/ptnet_rs.h from ffi/src (the header test fails until then).
+kmod-header:
+	PTNET_UPDATE_HEADER=1 $(CARGO) test -q -p ptnet-ffi --test header
+
+# The man page, as FreeBSD's tree checks it (Debian package mandoc; the
+# FreeBSD pages it refers to are absent here, hence warnings and up).
+kmod-man:
+	mandoc -Tlint -Wwarning kmod/ptnrs.4

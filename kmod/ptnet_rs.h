@@ -258,7 +258,9 @@ struct ptnet_shim_ops {
                    uint32_t len);
   /*
    Sets the packet header from `info` and hands the chain to the
-   stack (`if_input`). Called with no driver lock held.
+   stack (`if_input`). Called from `ptnet_rs_rx_task` with that RX
+   ring's state held: the stack may transmit (other locks), but must
+   not run the same ring's task from here.
    */
   void (*rx_input)(void *dev,
                    struct mbuf *m,
@@ -567,7 +569,8 @@ int ptnet_rs_transmit(const struct ptnet_rs_softc *sc,
 void ptnet_rs_qflush(const struct ptnet_rs_softc *sc);
 
 /*
- The MSI-X handler of `vector` (a filter: no sleeping, no mbufs).
+ The MSI-X handler of `vector`: safe in a filter (no sleeping, no
+ allocation), though netmap's wakeups need the ithread.
  Returns a `PTNET_RS_INTR_*` action; `*is_rx`/`*ring` say which ring.
 
  # Safety

@@ -390,7 +390,8 @@ pub unsafe extern "C" fn ptnet_rs_qflush(sc: *const PtnetRsSoftc) {
     }
 }
 
-/// The MSI-X handler of `vector` (a filter: no sleeping, no mbufs).
+/// The MSI-X handler of `vector`: safe in a filter (no sleeping, no
+/// allocation), though netmap's wakeups need the ithread.
 /// Returns a `PTNET_RS_INTR_*` action; `*is_rx`/`*ring` say which ring.
 ///
 /// # Safety

@@ -129,7 +129,9 @@ pub struct PtnetShimOps {
     /// Appends bytes to a chain (`m_append`); 0, or an errno.
     pub rx_append: Option<unsafe extern "C" fn(m: *mut Mbuf, src: *const u8, len: u32) -> c_int>,
     /// Sets the packet header from `info` and hands the chain to the
-    /// stack (`if_input`). Called with no driver lock held.
+    /// stack (`if_input`). Called from `ptnet_rs_rx_task` with that RX
+    /// ring's state held: the stack may transmit (other locks), but must
+    /// not run the same ring's task from here.
     pub rx_input: Option<unsafe extern "C" fn(dev: *mut c_void, m: *mut Mbuf, info: *const PtnetRsRxInfo)>,
 }
 
