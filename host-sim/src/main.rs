@@ -118,6 +118,23 @@ struct NetArgs {
     json: bool,
 }
 
+impl NetArgs {
+    /// Two guests on the switch with the tool's defaults (the demo and the
+    /// benchmark).
+    fn guests(duration: f64, json: bool) -> Self {
+        Self {
+            peer: PeerKind::Guest,
+            routed: false,
+            duration,
+            slots: 1024,
+            mode: KloopMode::Direct,
+            buf_size: 2048,
+            verbose: false,
+            json,
+        }
+    }
+}
+
 #[derive(clap::Args, Clone)]
 struct TcpArgs {
     #[command(flatten)]
@@ -247,16 +264,7 @@ fn demo(duration: f64) -> Result<(), String> {
     println!("\n== Detach ==");
     world.shutdown()?;
     println!("\n== Two VMs again, ptnet as their network interface (virtio-net header granted) ==");
-    let net = NetArgs {
-        peer: PeerKind::Guest,
-        routed: false,
-        duration,
-        slots: 1024,
-        mode: KloopMode::Direct,
-        buf_size: 2048,
-        verbose: true,
-        json: false,
-    };
+    let net = NetArgs { verbose: true, ..NetArgs::guests(duration, false) };
     let (world, _) = net_world(&net)?;
     println!("\n== TCP bulk: vm0 -> vm1, TSO super-packets, every byte checked, {duration} s ==");
     print_bulk(&ifperf::bulk(&world, None, PeerKind::Guest, false, Duration::from_secs_f64(duration), true)?);
@@ -427,16 +435,7 @@ fn bench_ifnet(duration: f64, json: bool) -> Result<(), String> {
     let veth_rr = veth.rr(1, 1, d)?;
     say(format!("veth TCP_RR 1/1: {veth_rr:.0} transactions/s"));
     drop(veth);
-    let net = NetArgs {
-        peer: PeerKind::Guest,
-        routed: false,
-        duration,
-        slots: 1024,
-        mode: KloopMode::Direct,
-        buf_size: 2048,
-        verbose: false,
-        json,
-    };
+    let net = NetArgs::guests(duration, json);
     let (world, _) = net_world(&net)?;
     let tso_2k = ifperf::bulk(&world, None, PeerKind::Guest, false, d, false)?;
     say(format!(

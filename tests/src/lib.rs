@@ -53,19 +53,8 @@ pub fn receive(ifp: &PtnetIf, n: usize) -> Vec<RxFrame> {
     out
 }
 
-/// True when a (possibly tagged) UDP or TCP over IPv4 frame's checksum
-/// verifies.
+/// True when a (possibly tagged) UDP or TCP frame's checksum verifies.
 pub fn l4_checksum_ok(f: &[u8]) -> bool {
-    let Ok(h) = ptnet::net::hdr::parse(&f[..f.len().min(256)], f.len()) else { return false };
-    let seg = &f[h.l4_off..h.frame_end];
-    let proto = if matches!(h.l4, ptnet::net::hdr::L4::Tcp { .. }) { 6 } else { 17 };
-    let l3 = h.l3_off;
-    let mut c = pseudo_v4(
-        f[l3 + 12..l3 + 16].try_into().unwrap(),
-        f[l3 + 16..l3 + 20].try_into().unwrap(),
-        proto,
-        seg.len() as u32,
-    );
-    c.add(seg);
-    c.finish() == 0
+    ptnet::net::hdr::parse(&f[..f.len().min(256)], f.len())
+        .is_ok_and(|h| ptnet_host_sim::guest::bulktcp::l4_checksum_ok(f, &h))
 }

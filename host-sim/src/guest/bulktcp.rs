@@ -567,7 +567,7 @@ impl BulkTcp {
         if u16::from_be_bytes([t[2], t[3]]) != self.local.port || sport != self.remote.port {
             return;
         }
-        if !valid && !tcp_checksum_ok(frame, &h) {
+        if !valid && !l4_checksum_ok(frame, &h) {
             self.stats.bad_csum += 1;
             return;
         }
@@ -738,22 +738,25 @@ fn tcp_options(mut o: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
     })
 }
 
-fn tcp_checksum_ok(f: &[u8], h: &hdr::Headers) -> bool {
-    let seg = &f[h.l4_off..h.frame_end];
-    let l3 = h.l3_off;
+/// Whether the TCP or UDP checksum of frame `f` (headers `h`) verifies.
+pub fn l4_checksum_ok(f: &[u8], h: &hdr::Headers) -> bool {
+    let proto = match h.l4 {
+        L4::Tcp { .. } => PROTO_TCP,
+        L4::Udp => ptnet::net::cksum::PROTO_UDP,
+        L4::Other(_) => return false,
+    };
+    let Some(seg) = f.get(h.l4_off..h.frame_end) else { return false };
+    let (l3, len) = (h.l3_off, seg.len() as u32);
+    let addr = |at: usize, n: usize| f.get(l3 + at..l3 + at + n);
     let mut c = match h.l3 {
-        L3::V4 => pseudo_v4(
-            f[l3 + 12..l3 + 16].try_into().unwrap(),
-            f[l3 + 16..l3 + 20].try_into().unwrap(),
-            PROTO_TCP,
-            seg.len() as u32,
-        ),
-        L3::V6 => pseudo_v6(
-            f[l3 + 8..l3 + 24].try_into().unwrap(),
-            f[l3 + 24..l3 + 40].try_into().unwrap(),
-            PROTO_TCP,
-            seg.len() as u32,
-        ),
+        L3::V4 => match (addr(12, 4), addr(16, 4)) {
+            (Some(s), Some(d)) => pseudo_v4(s.try_into().unwrap(), d.try_into().unwrap(), proto, len),
+            _ => return false,
+        },
+        L3::V6 => match (addr(8, 16), addr(24, 16)) {
+            (Some(s), Some(d)) => pseudo_v6(s.try_into().unwrap(), d.try_into().unwrap(), proto, len),
+            _ => return false,
+        },
     };
     c.add(seg);
     c.finish() == 0
