@@ -17,8 +17,10 @@ fn low_rate_packets_arrive_by_interrupt_without_busy_waiting() {
         let r = pktgen::run(&w, &p).unwrap();
         assert_eq!(r.rx_pkts, 300, "{r:?}");
         let rx = w.ifp(1).counters(Dir::Rx, 0);
-        // Each packet finds the receiver asleep and wakes it once.
-        assert!(rx.irqs >= 270 && rx.irqs <= 320, "{mode:?}: {} interrupts for 300 packets", rx.irqs);
+        // Each packet finds the receiver asleep and wakes it once; on a
+        // loaded 2-core machine a host thread descheduled for over a
+        // millisecond now and then delivers two packets with one interrupt.
+        assert!(rx.irqs >= 225 && rx.irqs <= 320, "{mode:?}: {} interrupts for 300 packets", rx.irqs);
         // A receiver that slept syncs about twice per packet (the wakeup
         // and the check before sleeping again); a busy-waiting one would
         // sync millions of times in the 0.6 s this takes.
