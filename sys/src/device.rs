@@ -420,12 +420,6 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
         );
     }
 
-    /// The CSB pages (for tests that play the host).
-    #[cfg(test)]
-    pub(crate) fn csb_region_for_tests(&self) -> SharedRegion {
-        self.csb.region
-    }
-
     /// The network interface's capabilities and MTU.
     pub fn ifstate(&self) -> &IfState {
         &self.ifstate

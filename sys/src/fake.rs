@@ -1,11 +1,24 @@
-//! Test doubles for the core's unit tests: a register file, a kernel with
-//! a small DMA arena, and a builder of netmap memory layouts. Everything is
-//! small so the tests run quickly under Miri.
+//! Test doubles for the core's unit tests and fuzz targets (feature
+//! `fake`): a register file, a kernel with a small DMA arena, a builder of
+//! netmap memory layouts, and a fixture that plays the host. Everything
+//! is small so the tests run quickly under Miri.
+
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
 
 extern crate std;
 
 use crate::abi::netmap::{NetmapIf, NetmapRing};
 use crate::abi::regs::{memdev as mreg, ptnet as reg};
+use crate::csb::CsbRing;
+use crate::device::{Config, Ptnet, CSB_PAGE};
+use crate::error::AttachError;
 use crate::kring::Dir;
 use crate::layout::RingLayout;
 use crate::os::{DmaMemory, Kernel, LogLevel, Registers};
@@ -111,7 +124,7 @@ impl Registers for &FakeRegs {
 
 /// A kernel whose DMA memory comes from one arena, handed out once.
 pub struct FakeKernel {
-    arena: RefCell<Arena>,
+    pub arena: RefCell<Arena>,
     pub live: Cell<usize>,
     pub fail_alloc: Cell<bool>,
     pub logs: RefCell<Vec<String>>,
@@ -119,6 +132,12 @@ pub struct FakeKernel {
 
 /// Guest-physical address the fake kernel reports for its arena.
 pub const FAKE_PADDR: u64 = 0x1_2345_6000;
+
+impl Default for FakeKernel {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl FakeKernel {
     pub fn new() -> Self {
@@ -245,7 +264,7 @@ impl Layout {
         self.region().store_u64(ofs, rel as u64).unwrap();
     }
 
-    fn ring_ofs_of(&self, dir: Dir, i: usize) -> usize {
+    pub fn ring_ofs_of(&self, dir: Dir, i: usize) -> usize {
         let idx = if dir == Dir::Tx { i } else { self.nic[0].1 as usize + i };
         self.ring_ofs[idx]
     }
@@ -256,5 +275,65 @@ impl Layout {
 
     pub fn ring_field_u64(&self, dir: Dir, i: usize, field: usize, v: u64) {
         self.region().store_u64(self.ring_ofs_of(dir, i) + field, v).unwrap();
+    }
+}
+
+/// A fake device (kernel, NIC and memdev registers, netmap memory) with
+/// the host's side of the rings and the CSB.
+pub struct Fixture {
+    pub kernel: FakeKernel,
+    pub nic: FakeRegs,
+    pub memdev: FakeRegs,
+    pub layout: Layout,
+    pub geometry: Geometry,
+}
+
+impl Fixture {
+    pub fn new(g: Geometry) -> Self {
+        let layout = Layout::new(g);
+        Self {
+            kernel: FakeKernel::new(),
+            nic: FakeRegs::new(true, &layout.nic),
+            memdev: FakeRegs::new(false, &layout.memdev),
+            layout,
+            geometry: g,
+        }
+    }
+
+    /// Attaches the core with as many vectors as the NIC registers claim
+    /// rings.
+    pub fn attach(&self, cfg: Config) -> Result<Ptnet<&FakeKernel, &FakeRegs>, AttachError> {
+        let bar = self.layout.region();
+        let memdev = &self.memdev;
+        let count = |off| self.nic.values.borrow().get(&off).copied().unwrap_or(0u32);
+        let vectors = count(reg::NUM_TX_RINGS).saturating_add(count(reg::NUM_RX_RINGS));
+        Ptnet::attach(&self.kernel, &self.nic, vectors, cfg, |q| (q.memid == 7).then_some((memdev, bar)))
+            .map_err(|(_, _, e)| e)
+    }
+
+    /// The host's view of ring `id`'s CSB entry: the fake kernel's one
+    /// DMA allocation is the CSB.
+    pub fn host_csb(&self, id: usize) -> CsbRing {
+        let base = self.kernel.arena.borrow().region();
+        CsbRing::new(&base.sub(0, CSB_PAGE).unwrap(), &base.sub(CSB_PAGE, CSB_PAGE).unwrap(), id).unwrap()
+    }
+
+    /// Ring `i` of direction `dir`.
+    pub fn ring(&self, dir: Dir, i: usize) -> RingLayout {
+        let ofs = self.layout.ring_ofs_of(dir, i);
+        let region = self.layout.region().sub(ofs, RingLayout::bytes(self.geometry.slots).unwrap()).unwrap();
+        RingLayout { dir, ofs, region, num_slots: self.geometry.slots }
+    }
+
+    /// The buffer slot `slot` of ring `r` points to.
+    pub fn buf(&self, r: &RingLayout, slot: u32) -> SharedRegion {
+        self.buffer(r.slot_buf_idx(slot).unwrap()).unwrap()
+    }
+
+    /// Buffer `idx`, if it exists.
+    pub fn buffer(&self, idx: u32) -> Option<SharedRegion> {
+        let base = self.layout.memdev.iter().find(|(o, _)| *o == mreg::BUF_POOL_OFS)?.1 as usize;
+        let size = self.geometry.buf_size as usize;
+        (idx < self.geometry.bufs).then(|| self.layout.region().sub(base + idx as usize * size, size).unwrap())
     }
 }

@@ -51,8 +51,8 @@ pub mod shmem;
 pub mod slots;
 pub mod tx;
 
-#[cfg(test)]
-mod fake;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
 #[cfg(test)]
 mod tests;
 

@@ -6,41 +6,16 @@ extern crate std;
 
 use crate::abi::netmap::NetmapRing;
 use crate::abi::regs::{memdev as mreg, ptnet as reg};
-use crate::csb::{kern_write, CsbMem, CsbRing, Field, SyncOpts};
+use crate::csb::{kern_write, CsbMem, Field, SyncOpts};
 use crate::device::{Config, Ptnet, CSB_PAGE};
 use crate::error::AttachError;
-use crate::fake::{FakeKernel, FakeRegs, Geometry, Layout, FAKE_PADDR, GEOMETRY};
+use crate::fake::{FakeKernel, FakeRegs, Fixture as Setup, Geometry, FAKE_PADDR, GEOMETRY};
 use crate::kring::Dir;
 use crate::{Kring, SyncError};
 use core::mem::offset_of;
 use std::vec::Vec;
 
-struct Setup {
-    kernel: FakeKernel,
-    nic: FakeRegs,
-    memdev: FakeRegs,
-    layout: Layout,
-}
-
 impl Setup {
-    fn new(g: Geometry) -> Self {
-        let layout = Layout::new(g);
-        Self {
-            kernel: FakeKernel::new(),
-            nic: FakeRegs::new(true, &layout.nic),
-            memdev: FakeRegs::new(false, &layout.memdev),
-            layout,
-        }
-    }
-
-    fn attach(&self, cfg: Config) -> Result<Ptnet<&FakeKernel, &FakeRegs>, AttachError> {
-        let bar = self.layout.region();
-        let memdev = &self.memdev;
-        let vectors = self.nic.read32_raw(reg::NUM_TX_RINGS).saturating_add(self.nic.read32_raw(reg::NUM_RX_RINGS));
-        Ptnet::attach(&self.kernel, &self.nic, vectors, cfg, |q| (q.memid == 7).then_some((memdev, bar)))
-            .map_err(|(_, _, e)| e)
-    }
-
     /// Attach must fail with `want`, leaving no memory and no CSB address.
     fn refused(&self, want: impl Fn(&AttachError) -> bool) {
         let err = self.attach(Config::default()).err().expect("attach must fail");
@@ -48,12 +23,6 @@ impl Setup {
         assert_eq!(self.kernel.live.get(), 0, "attach failure leaked DMA memory");
         assert!(self.nic.wrote(reg::CSB_GH_BAL).is_empty(), "CSB programmed on failure");
         assert!(self.kernel.logs.borrow().iter().any(|l| l.contains("attach failed")));
-    }
-}
-
-impl FakeRegs {
-    fn read32_raw(&self, off: u32) -> u32 {
-        self.values.borrow().get(&off).copied().unwrap_or(0)
     }
 }
 
@@ -181,18 +150,12 @@ fn csb_allocation_failure_is_clean() {
 }
 
 /// The host side of a ring, written straight into the CSB pages.
-fn host_csb(dev: &Ptnet<&FakeKernel, &FakeRegs>, ring: usize) -> CsbRing {
-    let _ = dev;
-    // The fake kernel's arena is the CSB: rebuild a view of entry `ring`.
-    let base = dev.csb_region_for_tests();
-    CsbRing::new(&base.sub(0, CSB_PAGE).unwrap(), &base.sub(CSB_PAGE, CSB_PAGE).unwrap(), ring).unwrap()
-}
 
 #[test]
 fn bring_up_sync_and_restart() {
     let s = Setup::new(GEOMETRY);
     let dev = s.attach(Config::default()).unwrap();
-    let tx = host_csb(&dev, 0);
+    let tx = s.host_csb(0);
     // PTCTL create: the host initialises the CSB from its rings.
     dev.start().unwrap();
     assert_eq!(s.nic.wrote(reg::PTCTL), [1]);
@@ -248,7 +211,6 @@ mod datapath {
     use super::*;
     use crate::abi::vnet::*;
     use crate::kring::next;
-    use crate::layout::RingLayout;
     use crate::net::caps::{CsumFlags, IfCap};
     use crate::net::frame::{FrameInfo, FrameSink};
     use crate::net::hdr::tests::tcp4;
@@ -304,24 +266,12 @@ mod datapath {
         fn end(&mut self) {}
     }
 
-    fn ring(s: &Setup, dir: Dir) -> RingLayout {
-        let r = s.layout.region();
-        let ofs = s.layout.ring_ofs[if dir == Dir::Tx { 0 } else { 1 }];
-        RingLayout { dir, ofs, region: r.sub(ofs, RingLayout::bytes(G.slots).unwrap()).unwrap(), num_slots: G.slots }
-    }
-
-    fn buf(s: &Setup, r: &RingLayout, slot: u32) -> SharedRegion {
-        let base = s.layout.memdev.iter().find(|(o, _)| *o == mreg::BUF_POOL_OFS).unwrap().1 as usize;
-        let idx = r.slot_buf_idx(slot).unwrap() as usize;
-        s.layout.region().sub(base + idx * G.buf_size as usize, G.buf_size as usize).unwrap()
-    }
-
     /// Attached, started, both rings adopted from a fresh host state.
     fn running(s: &Setup) -> (Ptnet<&FakeKernel, &FakeRegs>, TxRing<Pkt, 4>, RxRing) {
         let dev = s.attach(Config::default()).unwrap();
         let mut tx = TxRing::new(G.slots);
         let mut rx = RxRing::new(G.slots);
-        let csb = host_csb(&dev, 0);
+        let csb = s.host_csb(0);
         kern_write(&csb, 0, G.slots - 1);
         dev.up([&mut tx.kring, &mut rx.kring].into_iter()).unwrap();
         (dev, tx, rx)
@@ -329,12 +279,12 @@ mod datapath {
 
     /// The frame the host sees in TX slots `[from, ..)`: header and bytes.
     fn host_reads(s: &Setup, from: u32) -> (Vec<u8>, u32) {
-        let r = ring(s, Dir::Tx);
+        let r = s.ring(Dir::Tx, 0);
         let (mut out, mut j, mut n) = (Vec::new(), from, 0);
         loop {
             let len = r.slot_len(j).unwrap() as usize;
             let mut b = vec![0u8; len];
-            buf(s, &r, j).read_bytes(0, &mut b).unwrap();
+            s.buf(&r, j).read_bytes(0, &mut b).unwrap();
             out.extend_from_slice(&b);
             n += 1;
             if r.slot_flags(j).unwrap() & 0x20 == 0 {
@@ -365,7 +315,7 @@ mod datapath {
         assert_eq!(u16::from_le_bytes([wire[4], wire[5]]), 200, "gso_size");
         assert_eq!(u16::from_le_bytes([wire[6], wire[7]]), 34, "csum_start");
         assert_eq!((tx.kring.rhead, tx.stats.tso.get(), tx.stats.packets.get()), (2, 1, 1));
-        assert_eq!(host_csb(&dev, 0).load(Field::Head), 2, "published to the host");
+        assert_eq!(s.host_csb(0).load(Field::Head), 2, "published to the host");
     }
 
     #[test]
@@ -392,7 +342,7 @@ mod datapath {
         // 7 usable slots: the third packet waits, the interrupt is armed.
         dev.transmit(0, &mut tx, Some(big()), drop).unwrap();
         assert_eq!(tx.queued(), 1);
-        let csb = host_csb(&dev, 0);
+        let csb = s.host_csb(0);
         assert_eq!(csb.load(Field::ApplNeedKick), 1);
         // Queue capacity 4: beyond it packets are dropped and counted.
         for _ in 0..3 {
@@ -443,18 +393,18 @@ mod datapath {
     }
 
     /// The host delivers `frame` behind header `h` in RX slots from `at`.
-    fn host_delivers(s: &Setup, dev: &Ptnet<&FakeKernel, &FakeRegs>, at: u32, h: [u8; 10], frame: &[u8]) -> u32 {
-        let r = ring(s, Dir::Rx);
+    fn host_delivers(s: &Setup, at: u32, h: [u8; 10], frame: &[u8]) -> u32 {
+        let r = s.ring(Dir::Rx, 0);
         let mut bytes = h.to_vec();
         bytes.extend_from_slice(frame);
         let mut j = at;
         let chunks: Vec<&[u8]> = bytes.chunks(G.buf_size as usize).collect();
         for (i, c) in chunks.iter().enumerate() {
-            buf(s, &r, j).write_bytes(0, c).unwrap();
+            s.buf(&r, j).write_bytes(0, c).unwrap();
             r.set_slot(j, c.len() as u16, if i + 1 < chunks.len() { 0x20 } else { 0 }).unwrap();
             j = next(j, G.slots);
         }
-        let csb = host_csb(dev, 1);
+        let csb = s.host_csb(1);
         kern_write(&csb, csb.load(Field::Head), j);
         j
     }
@@ -474,9 +424,9 @@ mod datapath {
         let s = Setup::new(G);
         let (dev, _tx, mut rx) = running(&s);
         let f = tcp4(300, false);
-        let t = host_delivers(&s, &dev, 0, hdr(VIRTIO_NET_HDR_F_DATA_VALID, 0, 0, 0, 0), &f);
+        let t = host_delivers(&s, 0, hdr(VIRTIO_NET_HDR_F_DATA_VALID, 0, 0, 0, 0), &f);
         let g = tcp4(400, false);
-        host_delivers(&s, &dev, t, hdr(VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, 200, 34, 16), &g);
+        host_delivers(&s, t, hdr(VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, 200, 34, 16), &g);
         let mut sink = Sink::default();
         let rep = dev.receive(0, &mut rx, 64, &mut sink);
         assert_eq!(rep.frames, 2);
@@ -487,7 +437,7 @@ mod datapath {
         assert_eq!((sink.frames[1].1.lro_segsz, sink.frames[1].1.lro_nsegs), (200, 2));
         assert_eq!((rx.stats.packets.get(), rx.stats.lro.get()), (2, 1));
         // All slots released, interrupt re-armed for the empty ring.
-        let csb = host_csb(&dev, 1);
+        let csb = s.host_csb(1);
         assert_eq!(csb.load(Field::Head), rx.kring.hwtail);
         assert_eq!(csb.load(Field::ApplNeedKick), 1);
     }
@@ -498,7 +448,7 @@ mod datapath {
         let (dev, _tx, mut rx) = running(&s);
         dev.ifstate().set_capabilities(dev.ifstate().enabled() - IfCap::LRO - IfCap::RXCSUM).unwrap();
         let g = tcp4(400, false);
-        host_delivers(&s, &dev, 0, hdr(VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, 200, 34, 16), &g);
+        host_delivers(&s, 0, hdr(VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, 200, 34, 16), &g);
         let mut sink = Sink::default();
         assert_eq!(dev.receive(0, &mut rx, 64, &mut sink).frames, 2, "segmented in two");
         assert!(sink.frames.iter().all(|(b, i)| b.len() == 254 && i.csum_flags.is_empty()));
@@ -510,14 +460,14 @@ mod datapath {
         let s = Setup::new(G);
         let (dev, _tx, mut rx) = running(&s);
         let f = tcp4(50, false);
-        let mut t = host_delivers(&s, &dev, 0, hdr(VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, 0, 200, 16), &f);
-        t = host_delivers(&s, &dev, t, hdr(0, 0x33, 10, 0, 0), &f);
-        t = host_delivers(&s, &dev, t, hdr(0, 0, 0, 0, 0), &f);
+        let mut t = host_delivers(&s, 0, hdr(VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, 0, 200, 16), &f);
+        t = host_delivers(&s, t, hdr(0, 0x33, 10, 0, 0), &f);
+        t = host_delivers(&s, t, hdr(0, 0, 0, 0, 0), &f);
         // A slot with a buffer index outside the pool.
-        let r = ring(&s, Dir::Rx);
+        let r = s.ring(Dir::Rx, 0);
         r.set_slot_buf_idx(t, 9999).unwrap();
         r.set_slot(t, 60, 0).unwrap();
-        let csb = host_csb(&dev, 1);
+        let csb = s.host_csb(1);
         kern_write(&csb, 0, next(t, G.slots));
         let mut sink = Sink::default();
         let rep = dev.receive(0, &mut rx, 64, &mut sink);
@@ -526,7 +476,7 @@ mod datapath {
         assert_eq!(rx.stats.errors.get(), 3);
         // The device keeps working: the next frame goes through.
         let _ = r.set_slot_buf_idx(t, 2 + G.slots + t);
-        let u = host_delivers(&s, &dev, next(t, G.slots), hdr(0, 0, 0, 0, 0), &f);
+        let u = host_delivers(&s, next(t, G.slots), hdr(0, 0, 0, 0, 0), &f);
         let _ = u;
         assert_eq!(dev.receive(0, &mut rx, 64, &mut sink).frames, 1);
     }
@@ -538,7 +488,7 @@ mod datapath {
         let f = tcp4(20, false);
         let mut t = 0;
         for _ in 0..3 {
-            t = host_delivers(&s, &dev, t, hdr(0, 0, 0, 0, 0), &f);
+            t = host_delivers(&s, t, hdr(0, 0, 0, 0, 0), &f);
         }
         let mut sink = Sink::default();
         let rep = dev.receive(0, &mut rx, 2, &mut sink);
