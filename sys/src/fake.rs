@@ -21,8 +21,11 @@ use crate::device::{Config, Ptnet, CSB_PAGE};
 use crate::error::AttachError;
 use crate::kring::Dir;
 use crate::layout::RingLayout;
+use crate::net::frame::{FrameInfo, FrameSink};
+use crate::net::offload::TxRequest;
 use crate::os::{DmaMemory, Kernel, LogLevel, Registers};
 use crate::shmem::SharedRegion;
+use crate::tx::TxPacket;
 use core::cell::{Cell, RefCell};
 use core::fmt;
 use core::mem::offset_of;
@@ -336,4 +339,50 @@ impl Fixture {
         let size = self.geometry.buf_size as usize;
         (idx < self.geometry.bufs).then(|| self.layout.region().sub(base + idx as usize * size, size).unwrap())
     }
+}
+
+/// A packet from the stack: its bytes and offload request.
+pub struct Pkt(pub Vec<u8>, pub TxRequest);
+
+impl TxPacket for Pkt {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn request(&self) -> TxRequest {
+        self.1
+    }
+    fn peek(&self, dst: &mut [u8]) -> usize {
+        let n = dst.len().min(self.0.len());
+        dst[..n].copy_from_slice(&self.0[..n]);
+        n
+    }
+    fn copy_to(&self, off: usize, len: usize, dst: &SharedRegion, dst_off: usize) -> bool {
+        self.0.get(off..off + len).is_some_and(|b| dst.write_bytes(dst_off, b).is_ok())
+    }
+}
+
+/// Frames handed to the stack; `full` refuses new ones (no mbufs).
+#[derive(Default)]
+pub struct Sink {
+    pub frames: Vec<(Vec<u8>, FrameInfo)>,
+    pub full: bool,
+}
+
+impl FrameSink for Sink {
+    fn begin(&mut self, _len: usize, info: &FrameInfo) -> bool {
+        if self.full {
+            return false;
+        }
+        self.frames.push((Vec::new(), *info));
+        true
+    }
+    fn bytes(&mut self, b: &[u8]) {
+        self.frames.last_mut().unwrap().0.extend_from_slice(b);
+    }
+    fn shared(&mut self, r: &SharedRegion, off: usize, len: usize) {
+        let mut v = vec![0u8; len];
+        r.read_bytes(off, &mut v).unwrap();
+        self.bytes(&v);
+    }
+    fn end(&mut self) {}
 }

@@ -212,59 +212,15 @@ mod datapath {
     use crate::abi::vnet::*;
     use crate::kring::next;
     use crate::net::caps::{CsumFlags, IfCap};
-    use crate::net::frame::{FrameInfo, FrameSink};
     use crate::net::hdr::tests::tcp4;
     use crate::net::offload::TxRequest;
     use crate::rx::RxRing;
-    use crate::shmem::SharedRegion;
-    use crate::tx::{TxError, TxPacket, TxRing};
+    use crate::tx::{TxError, TxRing};
     use std::vec;
 
     const G: Geometry = Geometry { tx: 1, rx: 1, slots: 8, bufs: 20, buf_size: 256 };
 
-    struct Pkt(Vec<u8>, TxRequest);
-
-    impl TxPacket for Pkt {
-        fn len(&self) -> usize {
-            self.0.len()
-        }
-        fn request(&self) -> TxRequest {
-            self.1
-        }
-        fn peek(&self, dst: &mut [u8]) -> usize {
-            let n = dst.len().min(self.0.len());
-            dst[..n].copy_from_slice(&self.0[..n]);
-            n
-        }
-        fn copy_to(&self, off: usize, len: usize, dst: &SharedRegion, dst_off: usize) -> bool {
-            self.0.get(off..off + len).is_some_and(|b| dst.write_bytes(dst_off, b).is_ok())
-        }
-    }
-
-    #[derive(Default)]
-    struct Sink {
-        frames: Vec<(Vec<u8>, FrameInfo)>,
-        full: bool,
-    }
-
-    impl FrameSink for Sink {
-        fn begin(&mut self, _len: usize, info: &FrameInfo) -> bool {
-            if self.full {
-                return false;
-            }
-            self.frames.push((Vec::new(), *info));
-            true
-        }
-        fn bytes(&mut self, b: &[u8]) {
-            self.frames.last_mut().unwrap().0.extend_from_slice(b);
-        }
-        fn shared(&mut self, r: &SharedRegion, off: usize, len: usize) {
-            let mut v = vec![0u8; len];
-            r.read_bytes(off, &mut v).unwrap();
-            self.bytes(&v);
-        }
-        fn end(&mut self) {}
-    }
+    use crate::fake::{Pkt, Sink};
 
     /// Attached, started, both rings adopted from a fresh host state.
     fn running(s: &Setup) -> (Ptnet<&FakeKernel, &FakeRegs>, TxRing<Pkt, 4>, RxRing) {
