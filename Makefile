@@ -5,13 +5,15 @@
 #   make bench   benchmarks with same-run baselines (JSON)
 #   make miri    the driver core's unit tests under Miri
 #   make kmod-audit  the kernel module's Rust object, checked for the kld loader
+#   make fuzz    each fuzz target for FUZZ_SECONDS (default 600)
 
+SHELL := /bin/bash
 CARGO ?= cargo
 PYTHON ?= python3
 NIGHTLY ?= nightly
 SIM = target/release/ptnet-sim
 
-.PHONY: run test bench miri setup setup-nightly check kernel-build sim kmod-lib kmod-audit kmod-header kmod-man
+.PHONY: run test bench miri setup setup-nightly check kernel-build sim kmod-lib kmod-audit kmod-header kmod-man fuzz-setup fuzz-smoke fuzz
 
 # Toolchains and tools a fresh Debian machine with rustup lacks.
 setup:
@@ -42,7 +44,7 @@ check:
 miri: setup-nightly
 	$(CARGO) +$(NIGHTLY) miri test -p ptnet
 
-test: setup check kernel-build miri kmod-audit kmod-man
+test: setup check kernel-build miri kmod-audit kmod-man fuzz-smoke
 	$(CARGO) test --workspace --release
 
 bench: sim
@@ -81,3 +83,24 @@ kmod-header:
 # FreeBSD pages it refers to are absent here, hence warnings and up).
 kmod-man:
 	mandoc -Tlint -Wwarning kmod/ptnrs.4
+
+# libFuzzer targets (fuzz/): the receive path, attach, the sync protocol,
+# the transmit header path. Seeds are in fuzz/seeds/<target>; what the
+# fuzzer finds goes to fuzz/corpus-run/<target> (not committed).
+FUZZ_TARGETS = attach rx sync tx
+FUZZ_SECONDS ?= 600
+
+fuzz-setup: setup-nightly
+	cargo fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+
+fuzz-smoke: fuzz-setup
+	$(MAKE) fuzz FUZZ_SECONDS=15
+
+fuzz: fuzz-setup
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+		mkdir -p corpus-run/$$t && \
+		$(CARGO) +$(NIGHTLY) fuzz run -O $$t corpus-run/$$t seeds/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 2>&1 | \
+			grep -E 'stat::number_of_executed_units|Done|ERROR|SUMMARY|panicked' ; \
+		test $${PIPESTATUS[0]} -eq 0 || exit 1; \
+	done
