@@ -425,7 +425,8 @@ struct ptnet_rs_queue_stats {
    */
   uint64_t errors;
   /*
-   TX: software queue full or interface down; RX: no mbufs.
+   TX: software queue full, interface down, or freed by the
+   watchdog; RX: no mbufs.
    */
   uint64_t drops;
   /*
@@ -456,6 +457,11 @@ struct ptnet_rs_queue_stats {
    TX: packets waiting in the software queue now.
    */
   uint64_t queued;
+  /*
+   TX: watchdog firings (the host took nothing for the timeout);
+   RX: interrupts the host lost, found by the watchdog.
+   */
+  uint64_t watchdog;
 };
 
 /*
@@ -601,6 +607,30 @@ int ptnet_rs_tx_task(const struct ptnet_rs_softc *sc,
 int ptnet_rs_rx_task(const struct ptnet_rs_softc *sc,
                      uint32_t ring,
                      uint32_t budget);
+
+/*
+ The once-a-second tick (a callout's task) with the kernel's clock in
+ milliseconds: runs every TX ring's watchdog, which frees and counts
+ what a stalled host has not taken within `timeout_ms`. Returns how many
+ rings' watchdogs fired (the shim then restarts the host side).
+
+ # Safety
+ `sc` as for every entry point.
+ */
+int ptnet_rs_tick(const struct ptnet_rs_softc *sc,
+                  uint64_t now_ms,
+                  uint64_t timeout_ms);
+
+/*
+ The once-a-second tick of RX ring `ring`: returns 1 when frames wait
+ whose interrupt the host lost (the shim then enqueues the ring's task
+ as the interrupt would have), 0 otherwise.
+
+ # Safety
+ `sc` as for every entry point.
+ */
+int ptnet_rs_rx_watchdog(const struct ptnet_rs_softc *sc,
+                         uint32_t ring);
 
 /*
  netmap's `nm_register`: a netmap client takes (`onoff` != 0) or gives

@@ -20,6 +20,7 @@
 #include <sys/param.h>
 #include <sys/systm.h>
 #include <sys/bus.h>
+#include <sys/callout.h>
 #include <sys/kernel.h>
 #include <sys/lock.h>
 #include <sys/malloc.h>
@@ -57,6 +58,7 @@
 
 #define PTNRS_MSIX_BAR	PCIR_BAR(PTNETMAP_MSIX_PCI_BAR)
 #define PTNRS_RX_BUDGET	64
+#define PTNRS_TX_TIMEOUT_MS	5000
 
 static SYSCTL_NODE(_hw, OID_AUTO, ptnrs, CTLFLAG_RD | CTLFLAG_MPSAFE, 0,
     "ptnrs (Rust ptnet driver) parameters");
@@ -95,6 +97,8 @@ struct ptnrs_softc {
 	int			 nm_attached;
 	int			 nm_finalized;
 	int			 was_up;	/* across suspend */
+	struct callout		 tick;		/* once a second while up */
+	struct task		 tick_task;
 };
 
 /* ---- The table the archive calls back through. ---- */
@@ -482,6 +486,42 @@ ptnrs_queues_setup(struct ptnrs_softc *sc)
 	return (0);
 }
 
+/* ---- The watchdogs: stalled transmit rings, lost receive interrupts. ---- */
+
+static void
+ptnrs_tick_task(void *arg, int pending __unused)
+{
+	struct ptnrs_softc *sc = arg;
+	struct ptnrs_queue *q;
+	uint64_t now_ms = (uint64_t)ticks * 1000 / hz;
+	uint32_t i;
+
+	/* Stop drains this task holding the lock: never wait for it here. */
+	if (!sx_try_xlock(&sc->lock))
+		return;
+	if (if_getdrvflags(sc->ifp) & IFF_DRV_RUNNING) {
+		/* Packets waited 5 s for a host that took nothing: restart it. */
+		if (ptnet_rs_tick(sc->rs, now_ms, PTNRS_TX_TIMEOUT_MS) > 0)
+			(void)ptnet_rs_restart(sc->rs);
+		/* Frames whose interrupt the host lost: receive them now. */
+		for (i = sc->info.num_tx_rings; i < sc->nqueues; i++) {
+			q = &sc->queues[i];
+			if (ptnet_rs_rx_watchdog(sc->rs, q->ring) == 1)
+				taskqueue_enqueue(q->tq, &q->task);
+		}
+	}
+	sx_xunlock(&sc->lock);
+}
+
+static void
+ptnrs_tick(void *arg)
+{
+	struct ptnrs_softc *sc = arg;
+
+	taskqueue_enqueue(taskqueue_thread, &sc->tick_task);
+	callout_reset(&sc->tick, hz, ptnrs_tick, sc);
+}
+
 /* ---- ifnet. ---- */
 
 static void
@@ -513,6 +553,7 @@ ptnrs_init_locked(struct ptnrs_softc *sc)
 	if (error != 0)
 		return (error);
 	if_setdrvflagbits(sc->ifp, IFF_DRV_RUNNING, 0);
+	callout_reset(&sc->tick, hz, ptnrs_tick, sc);
 	/* Whatever arrived while down. */
 	for (i = sc->info.num_tx_rings; i < sc->nqueues; i++)
 		taskqueue_enqueue(sc->queues[i].tq, &sc->queues[i].task);
@@ -539,6 +580,8 @@ ptnrs_stop_locked(struct ptnrs_softc *sc)
 	if ((if_getdrvflags(sc->ifp) & IFF_DRV_RUNNING) == 0)
 		return (0);
 	if_setdrvflagbits(sc->ifp, 0, IFF_DRV_RUNNING);
+	callout_drain(&sc->tick);
+	taskqueue_drain(taskqueue_thread, &sc->tick_task);
 	error = ptnet_rs_if_stop(sc->rs);
 	for (i = 0; i < sc->nqueues; i++)
 		taskqueue_drain(sc->queues[i].tq, &sc->queues[i].task);
@@ -783,7 +826,7 @@ ptnrs_sysctl_setup(struct ptnrs_softc *sc)
 	      "Packets refused (bad offload request)",
 	      "Frames dropped for bad slots or headers" },
 	    { "drops", offsetof(struct ptnet_rs_queue_stats, drops),
-	      "Packets dropped (queue full, interface down)",
+	      "Packets dropped (queue full, interface down, watchdog)",
 	      "Frames dropped for lack of mbufs" },
 	    { "csum", offsetof(struct ptnet_rs_queue_stats, csum),
 	      "Packets sent with checksum offload",
@@ -801,6 +844,9 @@ ptnrs_sysctl_setup(struct ptnrs_softc *sc)
 	      "Inconsistent ring updates from the host (refused)" },
 	    { "queued", offsetof(struct ptnet_rs_queue_stats, queued),
 	      "Packets waiting in the software queue", "Always 0" },
+	    { "watchdog", offsetof(struct ptnet_rs_queue_stats, watchdog),
+	      "Watchdog timeouts (host took nothing; queue freed)",
+	      "Lost interrupts found by the watchdog" },
 	};
 	struct sysctl_ctx_list *ctx = device_get_sysctl_ctx(sc->dev);
 	struct sysctl_oid *tree = device_get_sysctl_tree(sc->dev);
@@ -847,6 +893,8 @@ ptnrs_attach(device_t dev)
 
 	sc->dev = dev;
 	sx_init(&sc->lock, device_get_nameunit(dev));
+	callout_init(&sc->tick, 1);
+	TASK_INIT(&sc->tick_task, 0, ptnrs_tick_task, sc);
 	pci_enable_busmaster(dev);
 
 	rid = PCIR_BAR(PTNETMAP_IO_PCI_BAR);

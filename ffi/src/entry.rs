@@ -113,7 +113,8 @@ pub struct PtnetRsQueueStats {
     pub bytes: u64,
     /// TX: packets refused (bad offload request); RX: bad slots or headers.
     pub errors: u64,
-    /// TX: software queue full or interface down; RX: no mbufs.
+    /// TX: software queue full, interface down, or freed by the
+    /// watchdog; RX: no mbufs.
     pub drops: u64,
     /// TX: sent with checksum offload; RX: checksums completed in software.
     pub csum: u64,
@@ -129,6 +130,9 @@ pub struct PtnetRsQueueStats {
     pub host_errors: u64,
     /// TX: packets waiting in the software queue now.
     pub queued: u64,
+    /// TX: watchdog firings (the host took nothing for the timeout);
+    /// RX: interrupts the host lost, found by the watchdog.
+    pub watchdog: u64,
 }
 
 /// A ring's pointers, copied between netmap's kring and the driver.
@@ -437,6 +441,31 @@ pub unsafe extern "C" fn ptnet_rs_rx_task(sc: *const PtnetRsSoftc, ring: u32, bu
     c_int::from(more == Some(true))
 }
 
+/// The once-a-second tick (a callout's task) with the kernel's clock in
+/// milliseconds: runs every TX ring's watchdog, which frees and counts
+/// what a stalled host has not taken within `timeout_ms`. Returns how many
+/// rings' watchdogs fired (the shim then restarts the host side).
+///
+/// # Safety
+/// `sc` as for every entry point.
+#[no_mangle]
+pub unsafe extern "C" fn ptnet_rs_tick(sc: *const PtnetRsSoftc, now_ms: u64, timeout_ms: u64) -> c_int {
+    // SAFETY: per the contract above.
+    unsafe { softc(sc) }.map_or(0, |s| c_int::try_from(s.tick(now_ms, timeout_ms)).unwrap_or(c_int::MAX))
+}
+
+/// The once-a-second tick of RX ring `ring`: returns 1 when frames wait
+/// whose interrupt the host lost (the shim then enqueues the ring's task
+/// as the interrupt would have), 0 otherwise.
+///
+/// # Safety
+/// `sc` as for every entry point.
+#[no_mangle]
+pub unsafe extern "C" fn ptnet_rs_rx_watchdog(sc: *const PtnetRsSoftc, ring: u32) -> c_int {
+    // SAFETY: per the contract above.
+    c_int::from(unsafe { softc(sc) }.is_some_and(|s| s.rx_watchdog(ring)))
+}
+
 /// netmap's `nm_register`: a netmap client takes (`onoff` != 0) or gives
 /// back the rings. After taking them, read each ring with
 /// `ptnet_rs_nm_kring` into netmap's kring.
@@ -567,7 +596,8 @@ pub unsafe extern "C" fn ptnet_rs_queue_stats(
             st.packets = t.packets.get();
             st.bytes = t.bytes.get();
             st.errors = t.refused.get();
-            st.drops = t.queue_drops.get().saturating_add(t.down_drops.get());
+            st.drops = t.dropped();
+            st.watchdog = t.watchdog.get();
             st.csum = t.csum.get();
             st.tso_lro = t.tso.get();
             st.queued = r.queued() as u64;
@@ -580,6 +610,7 @@ pub unsafe extern "C" fn ptnet_rs_queue_stats(
             st.drops = t.no_memory.get();
             st.csum = t.csum_completed.get();
             st.tso_lro = t.lro.get();
+            st.watchdog = t.missed_irqs.get();
         }),
     };
     *out = st;

@@ -276,6 +276,30 @@ impl Softc {
         self.dev.transmit(idx, &mut ring.lock(), None, drop).map_err(Error::Tx)
     }
 
+    /// The once-a-second tick: every TX ring's watchdog. Returns how many
+    /// fired (their queued packets were freed and counted).
+    pub fn tick(&self, now_ms: u64, timeout_ms: u64) -> u32 {
+        if self.netmap_mode.load(Ordering::Acquire) || !self.if_running() {
+            return 0;
+        }
+        let mut fired = 0u32;
+        for (i, r) in (0u32..).zip(self.tx.iter().flatten()) {
+            if self.dev.tx_watchdog(i, &mut r.lock(), now_ms, timeout_ms, drop) {
+                fired = fired.saturating_add(1);
+            }
+        }
+        fired
+    }
+
+    /// The once-a-second tick of RX ring `idx`: whether frames wait that
+    /// lost their interrupt (the shim then runs the ring's task).
+    pub fn rx_watchdog(&self, idx: u32) -> bool {
+        if self.netmap_mode.load(Ordering::Acquire) || !self.if_running() {
+            return false;
+        }
+        self.rx_ring(idx).is_some_and(|r| self.dev.rx_watchdog(idx, &mut r.lock()))
+    }
+
     /// The RX task: up to `budget` frames of ring `idx` to the stack.
     /// Returns whether more are waiting (run again).
     pub fn rx_task(&self, idx: u32, budget: u32) -> Result<bool, Error> {

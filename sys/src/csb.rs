@@ -224,7 +224,8 @@ impl SyncOpts {
 /// `sync_flags` value that carries [`SyncOpts::force_reclaim`].
 pub const NAF_FORCE_RECLAIM: u32 = 2;
 
-fn refresh<M: CsbMem>(m: &M, k: &mut Kring) -> Result<(), BadPointers> {
+/// Reads the host's pointers into `k`, checked against the ring invariants.
+pub(crate) fn refresh<M: CsbMem>(m: &M, k: &mut Kring) -> Result<(), BadPointers> {
     let (hwtail, hwcur) = appl_read(m);
     k.host_update(hwcur, hwtail)
 }

@@ -612,6 +612,16 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
         SyncError::Host(e)
     }
 
+    /// A sync refused the host's pointers: counted and logged, and the
+    /// host is kicked so that it publishes its state again (a host that
+    /// wrote garbage and went to sleep would otherwise leave the ring
+    /// stuck with the guest waiting on it).
+    fn refused(&self, q: &Queue<'_>, dir: Dir, idx: u32, e: BadPointers) -> SyncError {
+        let err = self.host_error(q, dir, idx, e);
+        self.kick(q);
+        err
+    }
+
     fn kick(&self, q: &Queue<'_>) {
         bump(&q.stats.kicks);
         self.regs.write32(q.kick, 0);
@@ -630,7 +640,7 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
                 }
                 Ok(())
             }
-            Err(e) => Err(self.host_error(&q, Dir::Tx, idx, e)),
+            Err(e) => Err(self.refused(&q, Dir::Tx, idx, e)),
         }
     }
 
@@ -645,8 +655,16 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
                 }
                 Ok(())
             }
-            Err(e) => Err(self.host_error(&q, Dir::Rx, idx, e)),
+            Err(e) => Err(self.refused(&q, Dir::Rx, idx, e)),
         }
+    }
+
+    /// Reads the host's pointers of ring `idx` into `k`, publishing nothing
+    /// and leaving the interrupt request alone (the watchdogs look; only
+    /// the datapath syncs).
+    pub(crate) fn peek(&self, dir: Dir, idx: u32, k: &mut Kring) -> Result<(), SyncError> {
+        let q = self.queue(dir, idx).ok_or(SyncError::NoRing)?;
+        csb::refresh(&q.csb, k).map_err(|e| self.refused(&q, dir, idx, e))
     }
 
     /// Enables or disables the interrupt of a ring (netmap clients that

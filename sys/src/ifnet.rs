@@ -119,7 +119,8 @@ pub struct IfCounters {
     pub obytes: u64,
     /// Frames refused (bad offload request, too large).
     pub oerrors: u64,
-    /// Frames dropped: queue full, interface down, or in netmap mode.
+    /// Frames dropped: queue full, interface down, in netmap mode, or by
+    /// the transmit watchdog.
     pub oqdrops: u64,
     /// Frames sent with checksum offload.
     pub tx_csum: u64,
@@ -131,6 +132,10 @@ pub struct IfCounters {
     pub rx_csum_completed: u64,
     /// Super-packets the driver segmented on receive (LRO off).
     pub rx_segmented: u64,
+    /// Transmit watchdog timeouts.
+    pub tx_watchdog: u64,
+    /// Receive interrupts the host lost, found by the watchdog.
+    pub rx_missed_irqs: u64,
 }
 
 impl IfCounters {
@@ -140,9 +145,10 @@ impl IfCounters {
         add(&mut self.opackets, s.packets.get());
         add(&mut self.obytes, s.bytes.get());
         add(&mut self.oerrors, s.refused.get());
-        add(&mut self.oqdrops, s.queue_drops.get().saturating_add(s.down_drops.get()));
+        add(&mut self.oqdrops, s.dropped());
         add(&mut self.tx_csum, s.csum.get());
         add(&mut self.tx_tso, s.tso.get());
+        add(&mut self.tx_watchdog, s.watchdog.get());
     }
 
     /// Adds an RX ring's counters.
@@ -155,5 +161,6 @@ impl IfCounters {
         add(&mut self.rx_lro, s.lro.get());
         add(&mut self.rx_csum_completed, s.csum_completed.get());
         add(&mut self.rx_segmented, s.segmented.get());
+        add(&mut self.rx_missed_irqs, s.missed_irqs.get());
     }
 }

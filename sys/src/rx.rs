@@ -39,12 +39,17 @@ pub struct RxStats {
     pub lro: Counter,
     /// Super-packets segmented in software (LRO off).
     pub segmented: Counter,
+    /// Interrupts the host never delivered: frames found waiting by the
+    /// receive watchdog with no receive pass since its previous run.
+    pub missed_irqs: Counter,
 }
 
 /// One RX ring's state in interface mode, under the OS's per-ring lock.
 pub struct RxRing {
     /// Ring pointers.
     pub kring: Kring,
+    /// Where the receive watchdog last saw frames waiting (`rcur`).
+    waiting: Option<u32>,
     /// Counters.
     pub stats: RxStats,
 }
@@ -52,7 +57,7 @@ pub struct RxRing {
 impl RxRing {
     /// A ring of `num_slots` slots.
     pub fn new(num_slots: u32) -> Self {
-        Self { kring: Kring::new(Dir::Rx, num_slots), stats: RxStats::default() }
+        Self { kring: Kring::new(Dir::Rx, num_slots), waiting: None, stats: RxStats::default() }
     }
 }
 
@@ -144,6 +149,35 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
         let opts = SyncOpts { want_intr: !exhausted, ..SyncOpts::default() };
         let _ = self.rxsync(idx, &mut ring.kring, opts);
         RxReport { frames: out.frames, more: exhausted || !ring.kring.would_block() }
+    }
+
+    /// The receive watchdog, run by the OS with the transmit watchdog
+    /// (about once a second). Frames that already waited at the previous
+    /// run, with no receive pass since, mean the host lost their interrupt
+    /// (a buggy host, or one that drops MSI-X messages): with the ring full
+    /// it would wait for the guest forever, and the guest for it. Returns
+    /// true then, counted in `missed_irqs`: the OS runs the receive task as
+    /// if the interrupt had come.
+    pub fn rx_watchdog(&self, idx: u32, ring: &mut RxRing) -> bool {
+        let _ = self.peek(Dir::Rx, idx, &mut ring.kring);
+        let k = &ring.kring;
+        if k.would_block() {
+            ring.waiting = None;
+            return false;
+        }
+        let missed = ring.waiting == Some(k.rcur);
+        ring.waiting = Some(k.rcur);
+        if missed {
+            ring.stats.missed_irqs.inc();
+            let n = ring.stats.missed_irqs.get();
+            if n <= 4 || n.is_multiple_of(64) {
+                self.kernel().log(
+                    LogLevel::Warning,
+                    format_args!("rx ring {idx}: watchdog: frames waited without an interrupt; receiving"),
+                );
+            }
+        }
+        missed
     }
 
     /// Collects the slots of the frame starting at `k.rcur`.

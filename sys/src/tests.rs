@@ -317,6 +317,34 @@ mod datapath {
     }
 
     #[test]
+    fn the_watchdog_frees_what_a_stalled_host_never_takes() {
+        let s = Setup::new(G);
+        let (dev, mut tx, _rx) = running(&s);
+        let big = || Pkt(tcp4(600, false), TxRequest::default()); // 3 slots each
+        for _ in 0..4 {
+            dev.transmit(0, &mut tx, Some(big()), drop).unwrap();
+        }
+        assert_eq!(tx.queued(), 2, "the ring holds two, two wait");
+        // The host takes nothing: the clock starts, then runs out.
+        assert!(!dev.tx_watchdog(0, &mut tx, 1_000, 5_000, drop));
+        assert!(!dev.tx_watchdog(0, &mut tx, 5_999, 5_000, drop));
+        let mut freed = 0;
+        assert!(dev.tx_watchdog(0, &mut tx, 6_000, 5_000, |_| freed += 1));
+        assert_eq!((freed, tx.queued()), (2, 0));
+        assert_eq!((tx.stats.watchdog.get(), tx.stats.watchdog_drops.get()), (1, 2));
+        assert!(s.kernel.logs.borrow().iter().any(|l| l.contains("watchdog")));
+        // A host that makes progress restarts the clock and the queue moves.
+        for _ in 0..2 {
+            dev.transmit(0, &mut tx, Some(big()), drop).unwrap();
+        }
+        assert!(!dev.tx_watchdog(0, &mut tx, 7_000, 5_000, drop));
+        kern_write(&s.host_csb(0), 6, 5);
+        assert!(!dev.tx_watchdog(0, &mut tx, 20_000, 5_000, drop), "progress is not a stall");
+        assert_eq!((tx.queued(), tx.stats.packets.get()), (0, 4));
+        assert!(!dev.tx_watchdog(0, &mut tx, 40_000, 5_000, drop), "nothing waits");
+    }
+
+    #[test]
     fn bad_offload_requests_are_refused_and_counted() {
         let s = Setup::new(G);
         let (dev, mut tx, _rx) = running(&s);
@@ -396,6 +424,27 @@ mod datapath {
         let csb = s.host_csb(1);
         assert_eq!(csb.load(Field::Head), rx.kring.hwtail);
         assert_eq!(csb.load(Field::ApplNeedKick), 1);
+    }
+
+    #[test]
+    fn the_rx_watchdog_receives_what_a_lost_interrupt_left_waiting() {
+        let s = Setup::new(G);
+        let (dev, _tx, mut rx) = running(&s);
+        assert!(!dev.rx_watchdog(0, &mut rx), "nothing waits");
+        // A frame arrives and its interrupt is lost.
+        let t = host_delivers(&s, 0, hdr(0, 0, 0, 0, 0), &tcp4(100, false));
+        assert!(!dev.rx_watchdog(0, &mut rx), "it may still be on its way");
+        assert!(dev.rx_watchdog(0, &mut rx), "a whole period later it is lost");
+        assert_eq!(rx.stats.missed_irqs.get(), 1);
+        assert!(s.kernel.logs.borrow().iter().any(|l| l.contains("without an interrupt")));
+        let mut sink = Sink::default();
+        assert_eq!(dev.receive(0, &mut rx, 64, &mut sink).frames, 1);
+        // Frames the receive task is working through are not lost ones.
+        host_delivers(&s, t, hdr(0, 0, 0, 0, 0), &tcp4(100, false));
+        assert!(!dev.rx_watchdog(0, &mut rx));
+        dev.receive(0, &mut rx, 64, &mut sink);
+        assert!(!dev.rx_watchdog(0, &mut rx));
+        assert_eq!((sink.frames.len(), rx.stats.missed_irqs.get()), (2, 1));
     }
 
     #[test]

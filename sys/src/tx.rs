@@ -140,6 +140,18 @@ pub struct TxStats {
     pub queue_drops: Counter,
     /// Packets dropped because the interface was not running.
     pub down_drops: Counter,
+    /// Watchdog firings: the host took nothing from a ring with packets
+    /// waiting for the watchdog's timeout.
+    pub watchdog: Counter,
+    /// Packets the watchdog dropped from the software queue.
+    pub watchdog_drops: Counter,
+}
+
+impl TxStats {
+    /// Packets from the stack that never reached the host (`oqdrops`).
+    pub fn dropped(&self) -> u64 {
+        self.queue_drops.get().saturating_add(self.down_drops.get()).saturating_add(self.watchdog_drops.get())
+    }
 }
 
 /// One TX ring's state in interface mode, protected by the OS's per-ring
@@ -148,6 +160,9 @@ pub struct TxRing<P, const N: usize> {
     /// Ring pointers.
     pub kring: Kring,
     queue: SwQueue<P, N>,
+    /// Since when (OS clock, ms) and at which `hwtail` the watchdog has
+    /// seen packets waiting without the host taking any.
+    stall: Option<(u64, u32)>,
     /// Counters.
     pub stats: TxStats,
 }
@@ -155,7 +170,12 @@ pub struct TxRing<P, const N: usize> {
 impl<P, const N: usize> TxRing<P, N> {
     /// A ring of `num_slots` slots with an empty queue.
     pub fn new(num_slots: u32) -> Self {
-        Self { kring: Kring::new(Dir::Tx, num_slots), queue: SwQueue::default(), stats: TxStats::default() }
+        Self {
+            kring: Kring::new(Dir::Tx, num_slots),
+            queue: SwQueue::default(),
+            stall: None,
+            stats: TxStats::default(),
+        }
     }
 
     /// Packets waiting in the software queue.
@@ -279,6 +299,58 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
             let _ = self.txsync(idx, &mut ring.kring, opts);
         }
         Ok(())
+    }
+
+    /// The transmit watchdog, run by the OS about once a second with its
+    /// clock in milliseconds. When packets wait in the software queue and
+    /// the host has taken nothing for `timeout_ms` (a stalled or hostile
+    /// host), they are freed and counted, so the stack is never left
+    /// waiting; returns true then (the OS may restart the host side).
+    /// Otherwise it resumes the queue if the host made room.
+    pub fn tx_watchdog<P: TxPacket, const N: usize>(
+        &self,
+        idx: u32,
+        ring: &mut TxRing<P, N>,
+        now_ms: u64,
+        timeout_ms: u64,
+        mut free: impl FnMut(P),
+    ) -> bool {
+        if !ring.queue.is_empty() {
+            let _ = self.txsync(idx, &mut ring.kring, SyncOpts { force_reclaim: true, ..SyncOpts::default() });
+            // Push what fits now, and re-arm the interrupt the sync withdrew.
+            let _ = self.transmit(idx, ring, None, &mut free);
+        }
+        if ring.queue.is_empty() {
+            ring.stall = None;
+            return false;
+        }
+        let tail = ring.kring.hwtail;
+        match ring.stall {
+            Some((since, seen)) if seen == tail => {
+                if now_ms.saturating_sub(since) < timeout_ms {
+                    return false;
+                }
+                let n = ring.flush(&mut free) as u64;
+                ring.stats.watchdog.inc();
+                ring.stats.watchdog_drops.add(n);
+                ring.stall = None;
+                let fired = ring.stats.watchdog.get();
+                if fired <= 4 || fired.is_multiple_of(64) {
+                    self.kernel().log(
+                        LogLevel::Warning,
+                        format_args!(
+                            "tx ring {idx}: watchdog: the host took nothing for {timeout_ms} ms; {n} queued packets dropped"
+                        ),
+                    );
+                }
+                true
+            }
+            _ => {
+                // First sight, or the host moved: (re)start the clock.
+                ring.stall = Some((now_ms, tail));
+                false
+            }
+        }
     }
 
     fn log_refusal(&self, idx: u32, why: Refusal) {
