@@ -4,6 +4,7 @@
 
 use crate::guest::device::{NmError, PtnetIf};
 use crate::guest::kernel::GuestKernel;
+use crate::host::chaos::Chaos;
 use crate::host::kloop::KloopMode;
 use crate::host::mem::{HostMemory, MemConfig};
 use crate::host::pipe::pipe;
@@ -47,6 +48,8 @@ pub struct WorldConfig {
     pub guest_ram: usize,
     /// Print guest console lines as they appear.
     pub echo: bool,
+    /// A hostile host, seeded (see [`Chaos`]).
+    pub chaos: Option<u64>,
 }
 
 impl Default for WorldConfig {
@@ -62,6 +65,7 @@ impl Default for WorldConfig {
             topology: Topology::Vale,
             guest_ram: 4 << 20,
             echo: false,
+            chaos: None,
         }
     }
 }
@@ -82,11 +86,11 @@ pub struct Vm {
 
 impl Vm {
     /// Creates a VM whose ptnet device passes `port` through.
-    pub fn boot(name: &str, port: Arc<NmPort>, mac: [u8; 6], cfg: &WorldConfig) -> Self {
+    pub fn boot(name: &str, port: Arc<NmPort>, mac: [u8; 6], cfg: &WorldConfig, chaos: Option<Arc<Chaos>>) -> Self {
         let kernel = GuestKernel::new(name, cfg.guest_ram, cfg.echo);
         let features = if cfg.host_vnet_hdr { Features::VNET_HDR } else { Features::empty() };
         let mem = port.mem.clone();
-        let dev = PtnetDevice::new(port, mac, features, kernel.mem.clone(), kernel.irq.clone(), cfg.mode);
+        let dev = PtnetDevice::new(port, mac, features, kernel.mem.clone(), kernel.irq.clone(), cfg.mode, chaos);
         let pci = vec![dev.function(), MemdevDevice::function(mem)];
         Self { kernel, dev, pci, mac, ifp: None }
     }
@@ -124,6 +128,8 @@ pub struct World {
     pub vms: Vec<Vm>,
     /// The configuration it was built with.
     pub cfg: WorldConfig,
+    /// The hostile host, when `cfg.chaos` is set.
+    pub chaos: Option<Arc<Chaos>>,
 }
 
 /// The MAC address of VM `i`.
@@ -165,8 +171,13 @@ impl World {
                 (None, vec![a, b])
             }
         };
-        let vms = ports.into_iter().enumerate().map(|(i, p)| Vm::boot(&format!("vm{i}"), p, vm_mac(i), &cfg)).collect();
-        Self { vale, vms, cfg }
+        let chaos = cfg.chaos.map(Chaos::new);
+        let vms = ports
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| Vm::boot(&format!("vm{i}"), p, vm_mac(i), &cfg, chaos.clone()))
+            .collect();
+        Self { vale, vms, cfg, chaos }
     }
 
     /// Interface of VM `i`.

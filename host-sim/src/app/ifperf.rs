@@ -120,6 +120,10 @@ fn linux_end(w: &World, tap: &TapBridge, ipv6: bool, port: u16) -> Result<Endpoi
     Ok(Endpoint { mac, ip, port })
 }
 
+/// How long a transfer may go without finishing past its duration before
+/// it is reported as stalled (a slow CI machine needs room).
+pub const STALL: Duration = Duration::from_secs(60);
+
 /// TCP bulk from VM 0 to the peer for `duration`, through the bulk engine
 /// (TSO super-packets), content checked at the receiver.
 pub fn bulk(
@@ -128,6 +132,19 @@ pub fn bulk(
     peer: PeerKind,
     ipv6: bool,
     duration: Duration,
+    print: bool,
+) -> Result<BulkReport, String> {
+    bulk_within(w, tap, peer, ipv6, duration, STALL, print)
+}
+
+/// [`bulk`], reported as stalled `stall` after `duration`.
+pub fn bulk_within(
+    w: &World,
+    tap: Option<&TapBridge>,
+    peer: PeerKind,
+    ipv6: bool,
+    duration: Duration,
+    stall: Duration,
     print: bool,
 ) -> Result<BulkReport, String> {
     let pattern = Pattern::new(0x5eed);
@@ -143,12 +160,11 @@ pub fn bulk(
                 .name("vm1-bulk-rx".into())
                 .spawn(move || {
                     let mut c = BulkTcp::listen(ifb, remote, local, pattern);
-                    let ok =
-                        c.run_with(duration + Duration::from_secs(60), |c| r2.store(c.received(), Ordering::Relaxed));
+                    let ok = c.run_with(duration + stall, |c| r2.store(c.received(), Ordering::Relaxed));
                     d2.store(true, Ordering::Release);
                     let s = c.stats();
                     if !ok {
-                        return Err(format!("receiving guest stalled at {} bytes", s.bytes));
+                        return Err(format!("receiving guest stalled at {} bytes: {}", s.bytes, c.debug_state()));
                     }
                     Ok((s.bytes, s.corrupt_at, s.seconds, s.lro_frames))
                 })
@@ -177,7 +193,7 @@ pub fn bulk(
     tx.send_for(duration);
     let rates = std::thread::scope(|sc| {
         let m = sc.spawn(|| Meter::new(&received, Unit::Bytes, print).run(|| !done.load(Ordering::Acquire)));
-        let ok = tx.run(duration + Duration::from_secs(60));
+        let ok = tx.run(duration + stall);
         if !ok {
             done.store(true, Ordering::Release);
         }
@@ -188,7 +204,8 @@ pub fn bulk(
             Err(format!("sending guest stalled at {} bytes: {}", tx.stats().bytes, tx.debug_state()))
         }
     })?;
-    let (bytes, corrupt, seconds, lro) = rx.join().map_err(|_| "receiver panicked")??;
+    let (bytes, corrupt, seconds, lro) =
+        rx.join().map_err(|_| "receiver panicked")?.map_err(|e| format!("{e} (sender: {})", tx.debug_state()))?;
     if let Some(at) = corrupt {
         return Err(format!("stream corrupted at byte {at}"));
     }
@@ -515,7 +532,7 @@ pub fn bulk_from_linux(
     let done = AtomicBool::new(false);
     let rates = std::thread::scope(|sc| {
         let m = sc.spawn(|| Meter::new(&received, Unit::Bytes, print).run(|| !done.load(Ordering::Acquire)));
-        let ok = rx.run_with(duration + Duration::from_secs(60), |c| received.store(c.received(), Ordering::Relaxed));
+        let ok = rx.run_with(duration + STALL, |c| received.store(c.received(), Ordering::Relaxed));
         done.store(true, Ordering::Release);
         let rates = m.join().unwrap_or_default();
         if ok {

@@ -21,6 +21,9 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 /// Packets a TX ring's software queue holds (`PTNET_BUF_RING_SIZE`-like).
 pub const TXQ_LEN: usize = 512;
 
+/// The transmit watchdog's timeout (as FreeBSD drivers' 5 s).
+pub const TX_TIMEOUT_MS: u64 = 5_000;
+
 /// A packet from the guest stack: an mbuf chain, here one buffer.
 pub type TxPkt = super::ifnet::SimPacket;
 
@@ -104,6 +107,11 @@ pub struct PtnetIf {
     pub stray_irqs: AtomicU32,
     /// Stack packets dropped while netmap applications owned the rings.
     pub(crate) netmap_drops: AtomicU64,
+    /// The guest's clock for the transmit watchdog: attach time, the last
+    /// watchdog run (ms since attach) and its timeout (ms).
+    pub(crate) born: std::time::Instant,
+    pub(crate) watchdog_last: AtomicU64,
+    pub(crate) tx_timeout_ms: AtomicU64,
     /// The PCI functions whose BARs the driver uses (`bus_alloc_resource`):
     /// holding them keeps the mapped memory alive while the driver runs.
     _resources: Vec<PciFunction>,
@@ -148,6 +156,9 @@ impl PtnetIf {
             vcpu: Vcpu::default(),
             stray_irqs: AtomicU32::new(0),
             netmap_drops: AtomicU64::new(0),
+            born: std::time::Instant::now(),
+            watchdog_last: AtomicU64::new(0),
+            tx_timeout_ms: AtomicU64::new(TX_TIMEOUT_MS),
             _resources: pci.to_vec(),
         });
         for v in 0..info.num_rings() {

@@ -204,7 +204,38 @@ impl PtnetIf {
                 let _ = self.dev.transmit(i as u32, &mut ring.lock().unwrap(), None, drop);
             }
         }
+        self.watchdog_tick();
         self.pending.load(Ordering::Acquire) != 0
+    }
+
+    /// The once-a-second callout: the transmit and receive watchdogs of
+    /// every ring (run from the service routine, which every driver path
+    /// reaches); a receive watchdog that finds a lost interrupt schedules
+    /// its ring's service.
+    fn watchdog_tick(&self) {
+        let now = self.born.elapsed().as_millis() as u64;
+        let last = self.watchdog_last.load(Ordering::Relaxed);
+        let period = (self.tx_timeout_ms.load(Ordering::Relaxed) / 5).clamp(1, 1000);
+        if now < last + period
+            || self.watchdog_last.compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed).is_err()
+        {
+            return;
+        }
+        let timeout = self.tx_timeout_ms.load(Ordering::Relaxed);
+        for (i, ring) in self.tx.iter().enumerate() {
+            let _ = self.dev.tx_watchdog(i as u32, &mut ring.lock().unwrap(), now, timeout, drop);
+        }
+        let ntx = self.tx.len();
+        for (i, ring) in self.rx.iter().enumerate() {
+            if self.dev.rx_watchdog(i as u32, &mut ring.lock().unwrap()) {
+                self.pending.fetch_or(1 << (ntx + i), Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// Sets the transmit watchdog's timeout (tests use short ones).
+    pub fn set_tx_timeout(&self, d: std::time::Duration) {
+        self.tx_timeout_ms.store(d.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// A token for [`PtnetIf::idle`], taken before looking for work.

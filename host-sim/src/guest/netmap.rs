@@ -15,6 +15,7 @@ use ptnet::csb::SyncOpts;
 use ptnet::kring::{cyclic_dist, Dir, Kring};
 use ptnet::layout::{Buffers, RingLayout};
 use ptnet::shmem::SharedRegion;
+use ptnet::SyncError;
 use std::mem::offset_of;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -85,7 +86,13 @@ impl PtnetIf {
             Dir::Rx => self.dev.rxsync(idx, k, opts),
         };
         r.set_header_u32(TAIL, k.hwtail);
-        res.map_err(NmError::from)
+        match res {
+            // The driver refused the host's pointers, counted and logged
+            // it; as netmap's ioctl, the application sees no progress, not
+            // an error.
+            Ok(()) | Err(SyncError::Host(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn with_kring<T>(&self, dir: Dir, idx: u32, f: impl FnOnce(&mut Kring) -> T) -> Option<T> {

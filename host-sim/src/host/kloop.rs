@@ -14,6 +14,7 @@
 //! prologues; a guest that breaks the ring invariants gets its update
 //! ignored and counted, never an out-of-range access on the host.
 
+use super::chaos::{Chaos, IrqFate};
 use super::port::{fire, HostKring, HostRing, NmPort, NotifyList, Waker};
 use crate::guest_mem::GuestMemory;
 use crate::hv::Interrupts;
@@ -66,6 +67,7 @@ pub struct RingKloop {
     notes: Mutex<NotifyList>,
     /// Counters.
     pub stats: KloopStats,
+    chaos: Option<Arc<Chaos>>,
     /// Keeps the guest memory holding the CSB alive.
     _guest_mem: Arc<GuestMemory>,
 }
@@ -86,6 +88,8 @@ pub struct KloopTarget {
     pub irq: Arc<dyn Interrupts>,
     /// MSI-X vector of the ring.
     pub vector: u32,
+    /// A hostile host, if any.
+    pub chaos: Option<Arc<Chaos>>,
 }
 
 impl Waker for RingKloop {
@@ -111,6 +115,7 @@ impl RingKloop {
             join: Mutex::new(None),
             notes: Mutex::new(Vec::new()),
             stats: KloopStats::default(),
+            chaos: t.chaos,
             _guest_mem: t.guest_mem,
         });
         if mode == KloopMode::Thread {
@@ -192,6 +197,9 @@ impl RingKloop {
             return;
         }
         self.stats.runs.fetch_add(1, Ordering::Relaxed);
+        if let Some(c) = &self.chaos {
+            c.stall();
+        }
         let mut notes = self.notes.lock().unwrap();
         match self.dir {
             Dir::Tx => self.process_tx(&mut notes),
@@ -213,10 +221,24 @@ impl RingKloop {
     fn interrupt_if_wanted(&self) -> bool {
         if kern_wants_interrupt(&self.csb) {
             self.stats.irqs.fetch_add(1, Ordering::Relaxed);
-            self.irq.raise(self.vector);
+            match self.chaos.as_ref().map_or(IrqFate::Deliver, |c| c.irq()) {
+                IrqFate::Drop => {}
+                IrqFate::Deliver => self.irq.raise(self.vector),
+                IrqFate::Twice => {
+                    self.irq.raise(self.vector);
+                    self.irq.raise(self.vector);
+                }
+            }
             true
         } else {
             false
+        }
+    }
+
+    /// A hostile host may overwrite what it just published.
+    fn lie(&self, n: u32) {
+        if let Some(c) = &self.chaos {
+            c.csb(&self.csb, n);
         }
     }
 
@@ -247,6 +269,7 @@ impl RingKloop {
                 hk.k.rcur = view.rcur;
                 self.port.backend.txsync(&self.port, ring, &mut hk, notes);
                 kern_write(&self.csb, hk.k.hwcur, hk.k.hwtail);
+                self.lie(hk.k.num_slots);
                 if hk.rtail != hk.k.hwtail {
                     hk.rtail = hk.k.hwtail;
                     more_space = true;
@@ -303,9 +326,17 @@ impl RingKloop {
                 }
                 hk.k.rhead = view.rhead;
                 hk.k.rcur = view.rcur;
+                if let Some(c) = &self.chaos {
+                    c.restore(ring);
+                }
                 self.port.backend.rxsync(&self.port, ring, &mut hk, notes);
                 kern_write(&self.csb, hk.k.hwcur, hk.k.hwtail);
+                self.lie(hk.k.num_slots);
                 if hk.rtail != hk.k.hwtail {
+                    if let Some(c) = &self.chaos {
+                        let vnet = self.port.vnet_hdr_len.load(Ordering::Relaxed) > 0;
+                        c.rx_slots(ring, &self.port.mem, hk.rtail, hk.k.hwtail, vnet);
+                    }
                     hk.rtail = hk.k.hwtail;
                     some_recvd = true;
                     dry_cycles = 0;

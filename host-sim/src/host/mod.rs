@@ -1,6 +1,7 @@
 //! The host: netmap memory, ports, the VALE-like switch, pipes, the sync
 //! kloops that serve passed-through rings, and a TAP bridge to Linux.
 
+pub mod chaos;
 pub mod kloop;
 pub mod mem;
 pub mod netns;

@@ -9,6 +9,7 @@
 
 use super::{Interrupts, Mmio, PciFunction};
 use crate::guest_mem::GuestMemory;
+use crate::host::chaos::Chaos;
 use crate::host::kloop::{KloopMode, KloopTarget, RingKloop};
 use crate::host::port::NmPort;
 use ptnet::abi::csb::CSB_ENTRY_SIZE;
@@ -50,6 +51,8 @@ pub struct PtnetDevice {
     guest_mem: Arc<GuestMemory>,
     irq: Arc<dyn Interrupts>,
     mode: KloopMode,
+    /// A hostile host, if any.
+    chaos: Option<Arc<Chaos>>,
     regs: Mutex<RegState>,
     kloops: RwLock<Vec<Arc<RingKloop>>>,
     /// Counters.
@@ -66,6 +69,7 @@ impl PtnetDevice {
         guest_mem: Arc<GuestMemory>,
         irq: Arc<dyn Interrupts>,
         mode: KloopMode,
+        chaos: Option<Arc<Chaos>>,
     ) -> Arc<Self> {
         Arc::new(Self {
             port,
@@ -74,6 +78,7 @@ impl PtnetDevice {
             guest_mem,
             irq,
             mode,
+            chaos,
             regs: Mutex::new(RegState::default()),
             kloops: RwLock::new(Vec::new()),
             stats: DevStats::default(),
@@ -147,6 +152,7 @@ impl PtnetDevice {
                 guest_mem: self.guest_mem.clone(),
                 irq: self.irq.clone(),
                 vector: id as u32,
+                chaos: self.chaos.clone(),
             };
             kloops.push(RingKloop::start(target, self.mode));
         }
@@ -179,7 +185,7 @@ impl Mmio for PtnetDevice {
         let st = self.regs.lock().unwrap();
         let m = &self.mac;
         match off {
-            reg::PTFEAT => st.granted,
+            reg::PTFEAT => self.chaos.as_ref().map_or(st.granted, |c| c.ptfeat(st.granted)),
             reg::PTCTL => st.ptctl_result,
             reg::MAC_LO => u32::from_be_bytes([m[2], m[3], m[4], m[5]]),
             reg::MAC_HI => u32::from_be_bytes([0, 0, m[0], m[1]]),
