@@ -6,9 +6,10 @@ use ptnet::net::caps::IfCap;
 use ptnet_host_sim::app::baseline;
 use ptnet_host_sim::app::ifperf::{self, PeerKind};
 use ptnet_host_sim::app::pktgen::{self, Function, PktgenConfig};
+use ptnet_host_sim::host::chaos::ChaosCounts;
 use ptnet_host_sim::host::kloop::KloopMode;
 use ptnet_host_sim::host::tap::{Peer, TapBridge};
-use ptnet_host_sim::world::{Topology, World, WorldConfig};
+use ptnet_host_sim::world::{GuestFaults, Topology, World, WorldConfig};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -81,6 +82,11 @@ struct PktgenArgs {
     /// Issue PTCTL delete/create in every VM every N milliseconds.
     #[arg(long)]
     restart_ms: Option<u64>,
+    /// A hostile host, seeded: corrupts CSB pointers, slots and headers,
+    /// stalls kloops, drops and doubles interrupts, flips PTFEAT; then
+    /// behaves, and the same traffic must pass cleanly.
+    #[arg(long, value_name = "SEED")]
+    chaos: Option<u64>,
     /// Print guest console lines.
     #[arg(short = 'v', long)]
     verbose: bool,
@@ -148,6 +154,9 @@ struct TcpArgs {
     /// Linux sends to the guest instead (with --peer linux).
     #[arg(long)]
     reverse: bool,
+    /// A hostile host, seeded (as for pktgen), guest to guest.
+    #[arg(long, value_name = "SEED")]
+    chaos: Option<u64>,
 }
 
 #[derive(clap::Args, Clone)]
@@ -204,6 +213,7 @@ fn world_config(a: &PktgenArgs) -> WorldConfig {
         mode: a.mode,
         topology: if a.pipe { Topology::Pipe } else { Topology::Vale },
         echo: a.verbose,
+        chaos: a.chaos,
         ..WorldConfig::default()
     }
 }
@@ -224,12 +234,62 @@ fn pktgen_cmd(a: PktgenArgs) -> Result<(), String> {
         restart_every: a.restart_ms.map(Duration::from_millis),
     };
     let r = pktgen::run(&world, &cfg)?;
+    if a.chaos.is_some() {
+        return pktgen_after_chaos(world, r, a.json);
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r).unwrap());
     } else {
         print_summary(&r);
     }
     world.shutdown()
+}
+
+/// Packets sent once a hostile host behaves again.
+const AFTER_CHAOS_PKTS: u64 = 200_000;
+
+/// `pktgen --chaos`: what the host did and the guests counted, then the
+/// host behaves and every packet must arrive, in order and intact.
+fn pktgen_after_chaos(world: World, under: pktgen::Report, json: bool) -> Result<(), String> {
+    let chaos = world.chaos.clone().ok_or("no chaos")?;
+    let counts = chaos.counts();
+    chaos.stop();
+    let faults = world.guest_faults();
+    let drops = world.drops();
+    // At a rate the receiver keeps up with, so that what the switch
+    // drops, if anything, is the exception.
+    let cfg = PktgenConfig { count: AFTER_CHAOS_PKTS, rate: 1e6, report: false, ..PktgenConfig::default() };
+    let after = pktgen::run(&world, &cfg)?;
+    let dropped = world.drops() - drops;
+    let clean = after.rx_pkts + dropped == AFTER_CHAOS_PKTS && after.dup_or_reordered == 0 && after.corrupt == 0;
+    if json {
+        let j = serde_json::json!({ "under_chaos": under, "chaos": counts, "guest_faults": faults, "after_chaos": after, "after_chaos_clean": clean });
+        println!("{}", serde_json::to_string_pretty(&j).unwrap());
+    } else {
+        print_summary(&under);
+        print_chaos(&counts, &faults);
+        println!(
+            "After the chaos: {} sent, {} received, {} dropped by the switch, {} dup/reordered, {} corrupt",
+            AFTER_CHAOS_PKTS, after.rx_pkts, dropped, after.dup_or_reordered, after.corrupt
+        );
+    }
+    world.shutdown()?;
+    if clean {
+        Ok(())
+    } else {
+        Err("traffic did not recover once the host behaved".into())
+    }
+}
+
+fn print_chaos(c: &ChaosCounts, f: &GuestFaults) {
+    println!(
+        "Chaos injected: {} CSB lies, {} corrupt slots, {} corrupt headers, {} kloop stalls, {} interrupts dropped, {} doubled, {} PTFEAT lies",
+        c.csb, c.slots, c.headers, c.stalls, c.irq_drops, c.irq_dups, c.ptfeat
+    );
+    println!(
+        "Guests counted: {} attaches refused, {} host pointer updates refused, {} bad frames dropped, {} TX watchdog timeouts, {} lost interrupts recovered",
+        f.attach_refused, f.host_errors, f.bad_frames, f.tx_watchdog, f.missed_irqs
+    );
 }
 
 fn print_summary(r: &pktgen::Report) {
@@ -364,6 +424,9 @@ fn net_world(a: &NetArgs) -> Result<(World, Option<TapBridge>), String> {
 }
 
 fn tcp_cmd(a: TcpArgs) -> Result<(), String> {
+    if let Some(seed) = a.chaos {
+        return tcp_chaos(&a.net, seed);
+    }
     let (world, tap) = net_world(&a.net)?;
     if a.no_offloads {
         for vm in &world.vms {
@@ -385,6 +448,57 @@ fn tcp_cmd(a: TcpArgs) -> Result<(), String> {
     drop(tap);
     world.shutdown()
 }
+
+/// `tcp --chaos`: a guest-to-guest transfer under a hostile host (it may
+/// fail: a host that corrupts payloads behind a DATA_VALID header is
+/// trusted, as any virtio device is), then one that must pass cleanly once
+/// the host behaves. The header is required, so that a falsified `PTFEAT`
+/// makes attach refuse instead of framing every packet wrongly.
+fn tcp_chaos(a: &NetArgs, seed: u64) -> Result<(), String> {
+    if a.peer != PeerKind::Guest {
+        return Err("--chaos runs guest to guest".into());
+    }
+    let cfg = WorldConfig {
+        slots: a.slots,
+        mode: a.mode,
+        buf_size: a.buf_size,
+        echo: a.verbose,
+        driver: ptnet::Config { want_vnet_hdr: true, require_vnet_hdr: true },
+        chaos: Some(seed),
+        ..WorldConfig::default()
+    };
+    let world = World::new(cfg).map_err(|e| format!("attach failed: {e}"))?;
+    let chaos = world.chaos.clone().ok_or("no chaos")?;
+    let d = Duration::from_secs_f64(a.duration);
+    let under = ifperf::bulk_within(&world, None, PeerKind::Guest, false, d, CHAOS_STALL, !a.json);
+    let (counts, faults) = (chaos.counts(), world.guest_faults());
+    chaos.stop();
+    let after = ifperf::bulk(&world, None, PeerKind::Guest, false, d, !a.json);
+    if a.json {
+        let j = serde_json::json!({
+            "under_chaos": under.as_ref().map_err(|e| e.clone()),
+            "chaos": counts,
+            "guest_faults": faults,
+            "after_chaos": after.as_ref().map_err(|e| e.clone()),
+        });
+        println!("{}", serde_json::to_string_pretty(&j).unwrap());
+    } else {
+        match &under {
+            Ok(r) => print_bulk(r),
+            Err(e) => println!("Under chaos the transfer ended: {e}"),
+        }
+        print_chaos(&counts, &faults);
+        if let Ok(r) = &after {
+            print!("After the chaos: ");
+            print_bulk(r);
+        }
+    }
+    world.shutdown()?;
+    after.map(drop).map_err(|e| format!("after the chaos: {e}"))
+}
+
+/// How long a transfer under chaos may make no progress before it ends.
+const CHAOS_STALL: Duration = Duration::from_secs(3);
 
 fn print_bulk(r: &ifperf::BulkReport) {
     println!(

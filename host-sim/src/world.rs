@@ -130,7 +130,29 @@ pub struct World {
     pub cfg: WorldConfig,
     /// The hostile host, when `cfg.chaos` is set.
     pub chaos: Option<Arc<Chaos>>,
+    /// Attaches the driver refused (a hostile host's falsified `PTFEAT`).
+    pub attach_refused: u64,
 }
+
+/// What the guests' drivers counted of a misbehaving host.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct GuestFaults {
+    /// Attaches refused (features nobody asked for, or the header missing).
+    pub attach_refused: u64,
+    /// Ring pointer updates refused (`host_errors`).
+    pub host_errors: u64,
+    /// Frames dropped for bad slots or headers (`ierrors`).
+    pub bad_frames: u64,
+    /// Transmit watchdog timeouts.
+    pub tx_watchdog: u64,
+    /// Lost receive interrupts the watchdog recovered.
+    pub missed_irqs: u64,
+    /// Interrupts that arrived while the interface was down.
+    pub stray_irqs: u64,
+}
+
+/// Attaches before giving up on a host whose `PTFEAT` keeps lying.
+const ATTACH_TRIES: u32 = 1000;
 
 /// The MAC address of VM `i`.
 pub fn vm_mac(i: usize) -> [u8; 6] {
@@ -139,12 +161,37 @@ pub fn vm_mac(i: usize) -> [u8; 6] {
 
 impl World {
     /// Builds the setup and attaches the driver in every VM.
+    /// With a hostile host, a refused attach is retried (as an operator
+    /// would `devctl attach` again) and counted.
     pub fn new(cfg: WorldConfig) -> Result<Self, NmError> {
         let mut w = Self::boot(cfg);
+        let tries = if cfg.chaos.is_some() { ATTACH_TRIES } else { 1 };
         for vm in &mut w.vms {
-            vm.attach(cfg.driver)?;
+            let mut left = tries;
+            while let Err(e) = vm.attach(cfg.driver) {
+                left -= 1;
+                if left == 0 {
+                    return Err(e);
+                }
+                w.attach_refused += 1;
+            }
         }
         Ok(w)
+    }
+
+    /// What the drivers counted of host misbehaviour, over every VM.
+    pub fn guest_faults(&self) -> GuestFaults {
+        let mut f = GuestFaults { attach_refused: self.attach_refused, ..GuestFaults::default() };
+        for vm in &self.vms {
+            let ifp = vm.ifp();
+            let c = ifp.if_counters();
+            f.host_errors += ifp.total_counters().host_errors;
+            f.bad_frames += c.ierrors;
+            f.tx_watchdog += c.tx_watchdog;
+            f.missed_irqs += c.rx_missed_irqs;
+            f.stray_irqs += u64::from(ifp.stray_irqs.load(std::sync::atomic::Ordering::Relaxed));
+        }
+        f
     }
 
     /// Builds the setup without attaching drivers.
@@ -177,7 +224,7 @@ impl World {
             .enumerate()
             .map(|(i, p)| Vm::boot(&format!("vm{i}"), p, vm_mac(i), &cfg, chaos.clone()))
             .collect();
-        Self { vale, vms, cfg, chaos }
+        Self { vale, vms, cfg, chaos, attach_refused: 0 }
     }
 
     /// Interface of VM `i`.
