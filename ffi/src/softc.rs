@@ -174,6 +174,11 @@ impl Softc {
     /// Detaches the core, releases the memdev and frees everything (the
     /// rings' queued packets too), in place.
     pub fn release(mut sc: KBox<Softc>) {
+        // The host stopped with the last user: what it never took is
+        // counted and logged, not lost silently.
+        for (i, r) in (0u32..).zip(sc.tx.iter().flatten()) {
+            sc.dev.tx_abandon(i, &mut r.lock());
+        }
         sc.dev.teardown();
         if let Some(o) = ops() {
             // SAFETY: `memdev` is what `memdev_find` returned for `shim`.

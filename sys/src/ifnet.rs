@@ -136,6 +136,8 @@ pub struct IfCounters {
     pub tx_watchdog: u64,
     /// Receive interrupts the host lost, found by the watchdog.
     pub rx_missed_irqs: u64,
+    /// Packets sent into a ring that the host never took before detach.
+    pub tx_abandoned: u64,
 }
 
 impl IfCounters {
@@ -149,6 +151,7 @@ impl IfCounters {
         add(&mut self.tx_csum, s.csum.get());
         add(&mut self.tx_tso, s.tso.get());
         add(&mut self.tx_watchdog, s.watchdog.get());
+        add(&mut self.tx_abandoned, s.abandoned.get());
     }
 
     /// Adds an RX ring's counters.

@@ -345,6 +345,22 @@ mod datapath {
     }
 
     #[test]
+    fn detach_counts_what_the_host_never_took() {
+        let s = Setup::new(G);
+        let (dev, mut tx, _rx) = running(&s);
+        let big = || Pkt(tcp4(600, false), TxRequest::default()); // 3 slots each
+        for _ in 0..2 {
+            dev.transmit(0, &mut tx, Some(big()), drop).unwrap();
+        }
+        // The host took the first packet's slots, then stopped.
+        kern_write(&s.host_csb(0), 3, 2);
+        dev.stop().unwrap();
+        assert_eq!(dev.tx_abandon(0, &mut tx), 1);
+        assert_eq!((tx.stats.packets.get(), tx.stats.abandoned.get()), (2, 1));
+        assert!(s.kernel.logs.borrow().iter().any(|l| l.contains("1 packets the host never took")));
+    }
+
+    #[test]
     fn bad_offload_requests_are_refused_and_counted() {
         let s = Setup::new(G);
         let (dev, mut tx, _rx) = running(&s);

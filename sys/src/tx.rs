@@ -5,11 +5,12 @@
 //! per-ring software queue; the ring's interrupt, armed when the next
 //! packet does not fit, resumes them.
 
+use crate::abi::netmap::SlotFlags;
 use crate::abi::vnet::VirtioNetHdr;
 use crate::counter::Counter;
 use crate::csb::SyncOpts;
 use crate::device::Ptnet;
-use crate::kring::{advance, Dir, Kring};
+use crate::kring::{advance, cyclic_dist, next, Dir, Kring};
 use crate::layout::{Buffers, RingLayout};
 use crate::net::caps::IfCap;
 use crate::net::cksum::Csum;
@@ -145,6 +146,9 @@ pub struct TxStats {
     pub watchdog: Counter,
     /// Packets the watchdog dropped from the software queue.
     pub watchdog_drops: Counter,
+    /// Packets sent into the ring (counted in `packets`) that the host
+    /// never took before detach.
+    pub abandoned: Counter,
 }
 
 impl TxStats {
@@ -351,6 +355,34 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
                 false
             }
         }
+    }
+
+    /// At detach, after the host stopped: packets published to TX ring
+    /// `idx` that the host never took (`[hwcur, head)`, counted by their
+    /// last slot) go with the ring; they are counted in `abandoned` and
+    /// logged, so that nothing the stack handed over disappears silently.
+    /// Returns how many.
+    pub fn tx_abandon<P, const N: usize>(&self, idx: u32, ring: &mut TxRing<P, N>) -> u32 {
+        let mut k = ring.kring;
+        let Some(layout) = self.layout().ring(Dir::Tx, idx) else { return 0 };
+        if self.peek(Dir::Tx, idx, &mut k).is_err() {
+            return 0;
+        }
+        let (mut n, mut j) = (0u32, k.hwcur);
+        for _ in 0..cyclic_dist(k.hwcur, k.rhead, k.num_slots) {
+            if layout.slot_flags(j).unwrap_or(0) & SlotFlags::MOREFRAG.bits() == 0 {
+                n = n.wrapping_add(1);
+            }
+            j = next(j, k.num_slots);
+        }
+        if n > 0 {
+            ring.stats.abandoned.add(u64::from(n));
+            self.kernel().log(
+                LogLevel::Warning,
+                format_args!("tx ring {idx}: {n} packets the host never took were dropped at detach"),
+            );
+        }
+        n
     }
 
     fn log_refusal(&self, idx: u32, why: Refusal) {
