@@ -82,6 +82,8 @@ pub struct Vm {
     pub mac: [u8; 6],
     /// The attached interface, once attached.
     pub ifp: Option<Arc<PtnetIf>>,
+    /// The final counters of every interface detached so far.
+    pub retired: Vec<ptnet::ifnet::IfCounters>,
 }
 
 impl Vm {
@@ -92,7 +94,7 @@ impl Vm {
         let mem = port.mem.clone();
         let dev = PtnetDevice::new(port, mac, features, kernel.mem.clone(), kernel.irq.clone(), cfg.mode, chaos);
         let pci = vec![dev.function(), MemdevDevice::function(mem)];
-        Self { kernel, dev, pci, mac, ifp: None }
+        Self { kernel, dev, pci, mac, ifp: None, retired: Vec::new() }
     }
 
     /// Attaches the driver to the VM's ptnet device.
@@ -102,13 +104,17 @@ impl Vm {
         Ok(ifp)
     }
 
-    /// Detaches the driver; fails if the interface is still in use.
+    /// Detaches the driver; fails if the interface is still in use. The
+    /// final counters join [`Vm::retired`].
     pub fn detach(&mut self) -> Result<(), String> {
         if let Some(ifp) = self.ifp.take() {
-            if let Err(ifp) = ifp.detach() {
-                let msg = format!("{} still in use", ifp.name);
-                self.ifp = Some(ifp);
-                return Err(msg);
+            match ifp.detach() {
+                Ok(c) => self.retired.push(c),
+                Err(ifp) => {
+                    let msg = format!("{} still in use", ifp.name);
+                    self.ifp = Some(ifp);
+                    return Err(msg);
+                }
             }
         }
         Ok(())

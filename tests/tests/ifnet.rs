@@ -40,7 +40,7 @@ fn vlan_tags_are_inserted_and_offloads_follow_the_tag() {
         let payload: Vec<u8> = (0..700u32).map(|i| (i * 7) as u8).collect();
         let req = TxRequest { csum_flags: CsumFlags::IP_UDP, vlan: Some(100), ..TxRequest::default() };
         for _ in 0..10 {
-            a.transmit(SimPacket { data: udp_frame(&w, &payload), req }).unwrap();
+            a.transmit(SimPacket::new(udp_frame(&w, &payload), req)).unwrap();
         }
         let got = receive(b, 10);
         assert_eq!(got.len(), 10);

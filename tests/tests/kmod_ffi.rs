@@ -368,7 +368,7 @@ fn attach_transmit_receive_detach() {
     for i in 0..20 {
         let f = udp_frame(vm_mac(0), vm_mac(1), &payload(i));
         let req = TxRequest { csum_flags: CsumFlags::IP_UDP, ..TxRequest::default() };
-        s.world.ifp(1).transmit(SimPacket { data: f, req }).unwrap();
+        s.world.ifp(1).transmit(SimPacket::new(f, req)).unwrap();
     }
     let rx = s.run_tasks_until(20);
     assert_eq!(rx.len(), 20);
@@ -408,7 +408,7 @@ fn netmap_clients_take_the_rings_from_the_stack() {
     let mut rx = PtnetRsKring::default();
     assert_eq!(unsafe { ptnet_rs_nm_kring(s.sc.0, 1, 0, &mut rx) }, 0);
     let f = udp_frame(vm_mac(0), vm_mac(1), &payload(1));
-    s.world.ifp(1).transmit(SimPacket { data: f, req: TxRequest::default() }).unwrap();
+    s.world.ifp(1).transmit(SimPacket::new(f, TxRequest::default())).unwrap();
     let end = Instant::now() + Duration::from_secs(5);
     loop {
         assert_eq!(unsafe { ptnet_rs_nm_sync(s.sc.0, 1, 0, &mut rx, 0) }, 0);

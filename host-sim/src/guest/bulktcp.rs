@@ -346,7 +346,7 @@ impl BulkTcp {
             f[at..at + 2].copy_from_slice(&sum);
         }
         let payload = (f.len() - h.hdr_end()) as u64;
-        if self.ifp.transmit(SimPacket { data: f, req }).is_err() {
+        if self.ifp.transmit(SimPacket::new(f, req)).is_err() {
             self.stats.enobufs += 1;
             return false;
         }

@@ -5,11 +5,12 @@
 //! The per-ring locks play netmap's kring locks and the driver's queue
 //! mutexes; the core lock around `up`/`down` plays the softc lock.
 
-use super::kernel::{GuestKernel, GuestOs, PciBar};
+use super::kernel::{GuestKernel, GuestOs, Handler, PciBar};
 use super::wait::{Vcpu, WaitQueue};
 use crate::hv::PciFunction;
 use ptnet::abi::regs::{memdev as mreg, PCI_DEVICE_ID_MEMDEV, PCI_DEVICE_ID_PTNET, PCI_VENDOR_ID};
 use ptnet::device::{QueueCounters, UpError};
+use ptnet::ifnet::IfCounters;
 use ptnet::kring::{Dir, Kring};
 use ptnet::rx::RxRing;
 use ptnet::tx::TxRing;
@@ -161,33 +162,47 @@ impl PtnetIf {
             tx_timeout_ms: AtomicU64::new(TX_TIMEOUT_MS),
             _resources: pci.to_vec(),
         });
-        for v in 0..info.num_rings() {
-            let w: Weak<PtnetIf> = Arc::downgrade(&ifp);
-            kernel.irq.set_handler(
-                v,
-                Some(Arc::new(move || {
-                    if let Some(ifp) = w.upgrade() {
-                        ifp.intr(v);
-                    }
-                })),
-            );
-        }
+        ifp.set_handlers(true);
         Ok(ifp)
     }
 
-    /// Detaches the driver (the interface must not be in use). Returns the
-    /// interface back if something still holds it.
-    pub fn detach(self: Arc<Self>) -> Result<(), Arc<Self>> {
-        let n = self.dev.info().num_rings();
-        for v in 0..n {
-            self.os.kernel.irq.set_handler(v, None);
+    /// Installs or removes the MSI-X handlers (`bus_setup_intr`,
+    /// `bus_teardown_intr`: a removal waits for running calls).
+    fn set_handlers(self: &Arc<Self>, on: bool) {
+        for v in 0..self.dev.info().num_rings() {
+            let w: Weak<PtnetIf> = Arc::downgrade(self);
+            let h: Option<Handler> = on.then(|| {
+                Arc::new(move || {
+                    if let Some(ifp) = w.upgrade() {
+                        ifp.intr(v);
+                    }
+                }) as Handler
+            });
+            self.os.kernel.irq.set_handler(v, h);
         }
+    }
+
+    /// Detaches the driver (no netmap client may hold it): the interface
+    /// goes down first (queued packets freed and counted), then what the
+    /// stopped host never took from the rings is counted too. Returns the
+    /// final counters, or the interface back if something still holds it.
+    pub fn detach(self: Arc<Self>) -> Result<IfCounters, Arc<Self>> {
+        // Without handlers (and none running), only real users hold it.
+        self.set_handlers(false);
         match Arc::try_unwrap(self) {
             Ok(ifp) => {
+                let _ = ifp.if_down();
+                for (i, r) in ifp.tx.iter().enumerate() {
+                    ifp.dev.tx_abandon(i as u32, &mut r.lock().unwrap());
+                }
+                let counters = ifp.if_counters();
                 ifp.dev.detach();
-                Ok(())
+                Ok(counters)
             }
-            Err(ifp) => Err(ifp),
+            Err(ifp) => {
+                ifp.set_handlers(true);
+                Err(ifp)
+            }
         }
     }
 

@@ -13,15 +13,43 @@ use ptnet::net::offload::TxRequest;
 use ptnet::shmem::SharedRegion;
 use ptnet::tx::{flow_ring, TxError, TxPacket};
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 /// An outgoing packet (an mbuf chain with its packet header).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug)]
 pub struct SimPacket {
     /// The frame.
     pub data: Vec<u8>,
     /// Offload requests and packet header fields.
     pub req: TxRequest,
+    _mbuf: Mbuf,
+}
+
+impl SimPacket {
+    /// A packet of `data` with offload request `req` (`m_gethdr`).
+    pub fn new(data: Vec<u8>, req: TxRequest) -> Self {
+        LIVE_MBUFS.fetch_add(1, Ordering::Relaxed);
+        Self { data, req, _mbuf: Mbuf }
+    }
+}
+
+/// Packets allocated by the simulated guests and not yet freed, process
+/// wide: the lifecycle tests' packet ledger (`vmstat -z | grep mbuf`).
+static LIVE_MBUFS: AtomicI64 = AtomicI64::new(0);
+
+/// Outgoing packets alive now (allocated and not freed).
+pub fn live_mbufs() -> i64 {
+    LIVE_MBUFS.load(Ordering::Relaxed)
+}
+
+/// A packet's share of [`LIVE_MBUFS`], given back when it is freed.
+#[derive(Debug)]
+struct Mbuf;
+
+impl Drop for Mbuf {
+    fn drop(&mut self) {
+        LIVE_MBUFS.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl TxPacket for SimPacket {

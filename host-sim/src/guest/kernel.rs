@@ -21,7 +21,8 @@ pub struct IrqController {
 }
 
 impl IrqController {
-    /// Installs (or, with `None`, removes) the handler of `vector`.
+    /// Installs (or, with `None`, removes) the handler of `vector`; a
+    /// removal returns once no call of the old handler runs.
     pub fn set_handler(&self, vector: u32, h: Option<Handler>) {
         let mut hs = self.handlers.write().unwrap();
         let v = vector as usize;
@@ -33,11 +34,13 @@ impl IrqController {
 }
 
 impl Interrupts for IrqController {
+    /// Runs the handler holding the table's read lock, so that removing
+    /// a handler waits for its running calls, as `bus_teardown_intr` does.
     fn raise(&self, vector: u32) {
-        let h = self.handlers.read().unwrap().get(vector as usize).cloned().flatten();
-        match h {
-            Some(h) => h(),
-            None => {
+        let hs = self.handlers.read().unwrap();
+        match hs.get(vector as usize) {
+            Some(Some(h)) => h(),
+            _ => {
                 self.stray.fetch_add(1, Ordering::Relaxed);
             }
         }

@@ -265,7 +265,7 @@ impl TxPath {
     }
 
     fn out(&mut self, ifp: &PtnetIf, data: Vec<u8>, req: TxRequest) {
-        if ifp.transmit(SimPacket { data, req }).is_err() {
+        if ifp.transmit(SimPacket::new(data, req)).is_err() {
             self.stats.tx_dropped += 1;
         }
     }

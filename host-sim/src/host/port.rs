@@ -106,6 +106,29 @@ pub struct PortConfig {
 }
 
 impl NmPort {
+    /// The buffer ledger: every slot of every ring of the port holds a
+    /// valid buffer, and no buffer twice (a host that lost or duplicated
+    /// one would corrupt traffic for good). Returns how many were checked.
+    pub fn buffers_intact(&self) -> Result<usize, String> {
+        let pool = self.mem.buf_pool;
+        let mut seen = std::collections::HashSet::new();
+        for r in self.tx.iter().chain(&self.rx) {
+            for j in 0..r.ring.num_slots {
+                let b = r.ring.slot_buf_idx(j).ok_or("slot outside its ring")?;
+                if !(ptnet::layout::FIRST_VALID_BUF..pool.objnum).contains(&b) {
+                    return Err(format!(
+                        "{} {} ring {}: slot {j} holds buffer {b}, outside the pool",
+                        self.name, r.dir, r.idx
+                    ));
+                }
+                if !seen.insert(b) {
+                    return Err(format!("{} {} ring {}: buffer {b} held twice", self.name, r.dir, r.idx));
+                }
+            }
+        }
+        Ok(seen.len())
+    }
+
     /// Creates a port in `mem`: writes its `netmap_if` and rings as netmap
     /// does at registration, each slot owning a buffer. With `mirror_of`
     /// (the other end of a pipe, in the same memory), slot `i` of each ring
