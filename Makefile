@@ -6,6 +6,7 @@
 #   make miri    the driver core's unit tests under Miri
 #   make kmod-audit  the kernel module's Rust object, checked for the kld loader
 #   make fuzz    each fuzz target for FUZZ_SECONDS (default 600)
+#   make soak    mixed load for SOAK_MINUTES (default 10), then the ledgers
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -13,7 +14,7 @@ PYTHON ?= python3
 NIGHTLY ?= nightly
 SIM = target/release/ptnet-sim
 
-.PHONY: run test bench miri setup setup-nightly check kernel-build sim kmod-lib kmod-audit kmod-header kmod-man fuzz-setup fuzz-smoke fuzz
+.PHONY: run test bench miri setup setup-nightly check kernel-build sim kmod-lib kmod-audit kmod-header kmod-man fuzz-setup fuzz-smoke fuzz soak soak-smoke
 
 # Toolchains and tools a fresh Debian machine with rustup lacks.
 setup:
@@ -46,6 +47,16 @@ miri: setup-nightly
 
 test: setup check kernel-build miri kmod-audit kmod-man fuzz-smoke
 	$(CARGO) test --workspace --release
+	$(MAKE) soak-smoke
+
+# Netmap traffic with PTCTL restarts next to TCP with link flaps, then
+# every packet, kick, buffer and byte of memory accounted for.
+SOAK_MINUTES ?= 10
+soak: sim
+	$(SIM) soak --minutes $(SOAK_MINUTES)
+
+soak-smoke: sim
+	$(SIM) soak --minutes 0.5 --json
 
 bench: sim
 	$(SIM) bench native --json

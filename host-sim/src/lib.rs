@@ -9,6 +9,7 @@
 //! - [`world`]: builds VMs on a switch or a pipe.
 //! - [`app`]: guest applications: pkt-gen-like traffic, the SPSC baseline.
 //! - [`abi_json`]: the C layouts as JSON (`ptnet-sim abi`).
+//! - [`rng`]: a seeded generator for reproducible chaos and soak runs.
 
 pub mod abi_json;
 pub mod app;
@@ -16,4 +17,5 @@ pub mod guest;
 pub mod guest_mem;
 pub mod host;
 pub mod hv;
+pub mod rng;
 pub mod world;

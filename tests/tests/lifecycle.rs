@@ -13,7 +13,7 @@ use ptnet_host_sim::world::{World, WorldConfig};
 use ptnet_tests::udp_frame;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const CYCLES: usize = 1000;
 /// Packets the cycling guest sends per cycle.
@@ -54,15 +54,7 @@ fn receive(ifp: &PtnetIf, side: &mut Side, input: &mut InputQueue) {
 
 /// Receives until nothing arrived for a while.
 fn drain(ifp: &PtnetIf, side: &mut Side, input: &mut InputQueue) {
-    let mut quiet = Instant::now();
-    while quiet.elapsed() < Duration::from_millis(100) {
-        let before = side.received;
-        receive(ifp, side, input);
-        if side.received != before {
-            quiet = Instant::now();
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    side.received += ifp.drain(input, Duration::from_millis(100));
 }
 
 /// The steady guest: sends to `dst` and receives until `stop`, counting

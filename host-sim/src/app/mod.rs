@@ -5,5 +5,6 @@ pub mod ifperf;
 pub mod meter;
 pub mod packet;
 pub mod pktgen;
+pub mod soak;
 pub mod stream;
 pub mod tcp;

@@ -25,6 +25,22 @@ pub const TXQ_LEN: usize = 512;
 /// The transmit watchdog's timeout (as FreeBSD drivers' 5 s).
 pub const TX_TIMEOUT_MS: u64 = 5_000;
 
+/// What one interface holds, every part of it bounded when it attaches:
+/// nothing grows with traffic or with what the host writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Footprint {
+    /// The driver instance (softc) itself.
+    pub softc_bytes: usize,
+    /// Per-ring state: pointers, counters and the software queues' slots.
+    pub ring_state_bytes: usize,
+    /// DMA memory (the CSB).
+    pub csb_bytes: usize,
+    /// Packets the software queues may hold, over all TX rings.
+    pub txq_packets: usize,
+    /// The most those packets may weigh (each at most a 64 KiB frame).
+    pub txq_bytes_max: usize,
+}
+
 /// A packet from the guest stack: an mbuf chain, here one buffer.
 pub type TxPkt = super::ifnet::SimPacket;
 
@@ -229,6 +245,19 @@ impl PtnetIf {
     /// What the device reported at attach.
     pub fn info(&self) -> DeviceInfo {
         *self.dev.info()
+    }
+
+    /// What this interface holds (see [`Footprint`]).
+    pub fn footprint(&self) -> Footprint {
+        let txq_packets = self.tx.len() * TXQ_LEN;
+        Footprint {
+            softc_bytes: std::mem::size_of::<Self>(),
+            ring_state_bytes: self.tx.len() * std::mem::size_of::<Mutex<TxRing<TxPkt, TXQ_LEN>>>()
+                + self.rx.len() * std::mem::size_of::<Mutex<RxRing>>(),
+            csb_bytes: self.os.dma_bytes(),
+            txq_packets,
+            txq_bytes_max: txq_packets * ptnet::rx::MAX_FRAME,
+        }
     }
 
     /// The kernel services of this device (for allocation ledgers).

@@ -236,6 +236,25 @@ impl PtnetIf {
         self.pending.load(Ordering::Acquire) != 0
     }
 
+    /// Receives into `input` (popping what arrives) until nothing came for
+    /// `quiet`; returns the frames taken. Servicing also sends what the
+    /// software queues still hold.
+    pub fn drain(&self, input: &mut InputQueue, quiet: std::time::Duration) -> u64 {
+        let (mut got, mut last) = (0u64, std::time::Instant::now());
+        while last.elapsed() < quiet {
+            while self.service(input, 256) {}
+            let before = got;
+            while input.pop().is_some() {
+                got += 1;
+            }
+            if got != before {
+                last = std::time::Instant::now();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        got
+    }
+
     /// The once-a-second callout: the transmit and receive watchdogs of
     /// every ring (run from the service routine, which every driver path
     /// reaches); a receive watchdog that finds a lost interrupt schedules

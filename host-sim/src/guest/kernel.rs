@@ -107,6 +107,11 @@ impl GuestOs {
     pub fn dma_outstanding(&self) -> usize {
         self.dma.lock().unwrap().len()
     }
+
+    /// Bytes of DMA memory this device holds.
+    pub fn dma_bytes(&self) -> usize {
+        self.dma.lock().unwrap().iter().map(|p| p.len).sum()
+    }
 }
 
 impl Kernel for GuestOs {

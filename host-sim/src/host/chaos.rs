@@ -17,6 +17,7 @@
 
 use super::port::HostRing;
 use crate::host::mem::HostMemory;
+use crate::rng::Rng;
 use ptnet::csb::{kern_write, CsbRing};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -44,7 +45,7 @@ pub struct ChaosCounts {
 
 /// A seeded source of host misbehaviour.
 pub struct Chaos {
-    rng: Mutex<u64>,
+    rng: Mutex<Rng>,
     on: AtomicBool,
     /// Buffer indexes of corrupted RX slots, by (ring address, slot).
     saved: Mutex<HashMap<(usize, u32), u32>>,
@@ -66,7 +67,7 @@ impl Chaos {
     /// Chaos from `seed`, on.
     pub fn new(seed: u64) -> Arc<Self> {
         Arc::new(Self {
-            rng: Mutex::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1),
+            rng: Mutex::new(Rng::new(seed)),
             on: AtomicBool::new(true),
             saved: Mutex::default(),
             counts: Default::default(),
@@ -102,12 +103,7 @@ impl Chaos {
     }
 
     fn next(&self) -> u64 {
-        // xorshift64*
-        let mut s = self.rng.lock().unwrap();
-        *s ^= *s >> 12;
-        *s ^= *s << 25;
-        *s ^= *s >> 27;
-        s.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        self.rng.lock().unwrap().next_u64()
     }
 
     /// True with probability `per_mille`/1000, while on.
