@@ -172,6 +172,8 @@ pub const PTNET_RS_SYNC_FORCE_RECLAIM: u32 = 1;
 
 fn errno(e: Error) -> c_int {
     match e {
+        // No contiguous memory for the CSB is worth retrying later.
+        Error::Attach(ptnet::AttachError::CsbAlloc) => errno::ENOMEM,
         Error::Attach(_) | Error::NoRing => errno::ENXIO,
         Error::Up(_) | Error::Sync(_) => errno::EIO,
         Error::Tx(TxError::QueueFull) => errno::ENOBUFS,

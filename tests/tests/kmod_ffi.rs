@@ -17,13 +17,24 @@ use ptnet_host_sim::world::{vm_mac, World, WorldConfig};
 use ptnet_tests::{l4_checksum_ok, receive, udp_frame};
 use std::collections::HashMap;
 use std::ffi::{c_int, c_void};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Once};
 use std::time::{Duration, Instant};
 
 const EINVAL: c_int = 22;
 const ENETDOWN: c_int = 50;
 const EBUSY: c_int = 16;
+const ENOMEM: c_int = 12;
+
+/// Kernel allocators that fail while their bit is set (`FAIL_*`).
+static FAIL: AtomicU32 = AtomicU32::new(0);
+const FAIL_MBUF: u32 = 1;
+const FAIL_DMA: u32 = 2;
+const FAIL_MALLOC: u32 = 4;
+
+fn failing(what: u32) -> bool {
+    FAIL.load(Ordering::SeqCst) & what != 0
+}
 
 /// Live mbufs and `mem_alloc` blocks; the tests run one at a time (they
 /// hold `SERIAL`), so each sees its own balance.
@@ -43,6 +54,23 @@ struct Dev {
     tasks: Mutex<u64>,
     kicked: Condvar,
     netmap_wakeups: AtomicU64,
+}
+
+impl Dev {
+    /// The shim's view of `vm`'s ptnet device.
+    fn new(vm: &ptnet_host_sim::world::Vm) -> Box<Self> {
+        Box::new(Dev {
+            kernel: vm.kernel.clone(),
+            os: GuestOs::new(vm.kernel.clone(), "ptnet_rs0"),
+            pci: vm.pci.clone(),
+            dma: Mutex::default(),
+            memdevs_held: AtomicI64::new(0),
+            received: Mutex::default(),
+            tasks: Mutex::new(0),
+            kicked: Condvar::new(),
+            netmap_wakeups: AtomicU64::new(0),
+        })
+    }
 }
 
 struct TestMbuf {
@@ -95,6 +123,9 @@ unsafe extern "C" fn memdev_release(d: *mut c_void, m: *const PtnetRsMemdev) {
 
 unsafe extern "C" fn dma_alloc(d: *mut c_void, size: usize, align: usize, paddr: *mut u64) -> *mut c_void {
     let d = unsafe { dev(d) };
+    if failing(FAIL_DMA) {
+        return std::ptr::null_mut();
+    }
     let Some(m) = d.os.alloc_dma(size, align) else { return std::ptr::null_mut() };
     unsafe { *paddr = m.paddr };
     d.dma.lock().unwrap().insert(m.region.as_ptr() as usize, m);
@@ -108,6 +139,9 @@ unsafe extern "C" fn dma_free(d: *mut c_void, va: *mut c_void, _size: usize) {
 }
 
 unsafe extern "C" fn mem_alloc(size: usize) -> *mut c_void {
+    if failing(FAIL_MALLOC) {
+        return std::ptr::null_mut();
+    }
     MEM_BLOCKS.fetch_add(1, Ordering::SeqCst);
     unsafe { libc::calloc(1, size) }
 }
@@ -155,6 +189,9 @@ fn mbuf(data: Vec<u8>, csum: CsumFlags) -> *mut Mbuf {
 }
 
 unsafe extern "C" fn rx_alloc(_d: *mut c_void, len: u32) -> *mut Mbuf {
+    if failing(FAIL_MBUF) {
+        return std::ptr::null_mut();
+    }
     mbuf(Vec::with_capacity(len as usize), CsumFlags::empty())
 }
 
@@ -230,17 +267,7 @@ impl Setup {
         world.vms[1].attach(driver).unwrap();
         world.ifp(1).if_up().unwrap();
         let vm = &world.vms[0];
-        let dev = Box::new(Dev {
-            kernel: vm.kernel.clone(),
-            os: GuestOs::new(vm.kernel.clone(), "ptnet_rs0"),
-            pci: vm.pci.clone(),
-            dma: Mutex::default(),
-            memdevs_held: AtomicI64::new(0),
-            received: Mutex::default(),
-            tasks: Mutex::new(0),
-            kicked: Condvar::new(),
-            netmap_wakeups: AtomicU64::new(0),
-        });
+        let dev = Dev::new(vm);
         let mut sc = std::ptr::null_mut();
         let d = &*dev as *const Dev as *mut c_void;
         assert_eq!(unsafe { ptnet_rs_attach(d, vm.pci[0].msix_vectors, PTNET_RS_WANT_VNET_HDR, &mut sc) }, 0);
@@ -451,4 +478,62 @@ fn null_and_stale_arguments_are_refused() {
     let m = mbuf(vec![0; 60], CsumFlags::empty());
     assert_eq!(unsafe { ptnet_rs_transmit(null, m) }, EINVAL);
     assert_eq!(MBUFS.load(Ordering::SeqCst), before);
+}
+
+#[test]
+fn attach_without_memory_fails_cleanly_and_works_once_memory_returns() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    init_module();
+    let world = World::boot(WorldConfig::default());
+    let vm = &world.vms[0];
+    let dev = Dev::new(vm);
+    let d = &*dev as *const Dev as *mut c_void;
+    let blocks = MEM_BLOCKS.load(Ordering::SeqCst);
+    // The shim reports the errno; the core also names the CSB.
+    for (what, says) in [(FAIL_DMA, Some("CSB")), (FAIL_MALLOC, None)] {
+        FAIL.store(what, Ordering::SeqCst);
+        let mut sc = std::ptr::null_mut();
+        let err = unsafe { ptnet_rs_attach(d, vm.pci[0].msix_vectors, 0, &mut sc) };
+        FAIL.store(0, Ordering::SeqCst);
+        assert_eq!((err, sc.is_null()), (ENOMEM, true), "no memory: ENOMEM, no softc");
+        assert_eq!(dev.os.dma_outstanding(), 0, "CSB memory leaked");
+        assert_eq!(dev.memdevs_held.load(Ordering::SeqCst), 0, "memdev not released");
+        assert_eq!(MEM_BLOCKS.load(Ordering::SeqCst), blocks, "kernel memory leaked");
+        if let Some(says) = says {
+            assert!(dev.kernel.dmesg().iter().any(|l| l.contains("attach failed") && l.contains(says)));
+        }
+    }
+    // Memory is back: the same device attaches and detaches.
+    let mut sc = std::ptr::null_mut();
+    assert_eq!(unsafe { ptnet_rs_attach(d, vm.pci[0].msix_vectors, 0, &mut sc) }, 0);
+    assert_eq!(unsafe { ptnet_rs_detach(sc) }, 0);
+    assert_eq!((dev.os.dma_outstanding(), MEM_BLOCKS.load(Ordering::SeqCst)), (0, blocks));
+}
+
+#[test]
+fn frames_without_mbufs_are_dropped_and_counted_and_reception_recovers() {
+    let s = Setup::new();
+    assert_eq!(unsafe { ptnet_rs_if_init(s.sc.0) }, 0);
+    let send = |n: usize| {
+        for i in 0..n {
+            let f = udp_frame(vm_mac(0), vm_mac(1), &payload(i));
+            s.world.ifp(1).transmit(SimPacket::new(f, TxRequest::default())).unwrap();
+        }
+    };
+    FAIL.store(FAIL_MBUF, Ordering::SeqCst);
+    send(30);
+    let got = s.run_tasks_until(30);
+    FAIL.store(0, Ordering::SeqCst);
+    assert!(got.is_empty(), "no mbuf, no frame");
+    let c = s.counters();
+    assert_eq!((c.iqdrops, c.ipackets, c.ierrors), (30, 0, 0), "each frame dropped and counted");
+    // Mbufs are back: the ring was released, frames flow again.
+    send(20);
+    let got = s.run_tasks_until(20);
+    assert_eq!(got.len(), 20);
+    assert!(got.iter().enumerate().all(|(i, (d, _))| d.ends_with(&payload(i))));
+    assert_eq!(s.counters().ipackets, 20);
+    assert_eq!(MBUFS.load(Ordering::SeqCst), 0, "no mbuf leaked");
+    assert_eq!(unsafe { ptnet_rs_if_stop(s.sc.0) }, 0);
+    s.detach();
 }
