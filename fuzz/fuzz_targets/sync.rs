@@ -1,7 +1,7 @@
 //! The synchronisation protocol over arbitrary CSB values from the host
 //! (hwcur, hwtail, need_kick) and arbitrary application moves, with
-//! restarts and interrupts in between: the driver's ring pointers stay in
-//! range and its view of the ring stays consistent.
+//! restarts, interrupts and watchdog runs in between: the driver's ring
+//! pointers stay in range and its view of the ring stays consistent.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
     let (dev, mut tx, mut rx) = running(&fx);
     while !inp.is_empty() {
         let opts = SyncOpts { force_reclaim: inp.bool(), want_intr: inp.bool(), want_space: u32::from(inp.u8() % 4) };
-        match inp.u8() % 7 {
+        match inp.u8() % 8 {
             0 => {
                 let (head, cur) = (u32::from(inp.u8()), u32::from(inp.u8()));
                 if tx.kring.tx_prologue(head, cur).is_ok() {
@@ -39,6 +39,12 @@ fuzz_target!(|data: &[u8]| {
             }
             5 => {
                 let _ = dev.restart([&mut tx.kring, &mut rx.kring].into_iter());
+            }
+            6 => {
+                let now = u64::from(inp.u32());
+                let _ = dev.tx_watchdog(0, &mut tx, now, u64::from(inp.u8()), drop);
+                let _ = dev.rx_watchdog(0, &mut rx);
+                let _ = dev.tx_abandon(0, &mut tx);
             }
             _ => {
                 let _ = dev.txsync(0, &mut tx.kring, opts);
