@@ -430,17 +430,23 @@ fn bench_native(duration: f64, repeat: usize, slots: u32, batch: u32, json: bool
     Ok(())
 }
 
-/// Two guests with the virtio-net header on a switch, and with `--peer
-/// linux` a TAP device.
-fn net_world(a: &NetArgs) -> Result<(World, Option<TapBridge>), String> {
-    let cfg = WorldConfig {
+/// The world of the interface commands: guests that want the virtio-net
+/// header (and with `require`, refuse to attach without it).
+fn net_config(a: &NetArgs, require: bool) -> WorldConfig {
+    WorldConfig {
         slots: a.slots,
         mode: a.mode,
         buf_size: a.buf_size,
         echo: a.verbose,
-        driver: ptnet::Config { want_vnet_hdr: true, require_vnet_hdr: false },
+        driver: ptnet::Config { want_vnet_hdr: true, require_vnet_hdr: require },
         ..WorldConfig::default()
-    };
+    }
+}
+
+/// Two guests with the virtio-net header on a switch, and with `--peer
+/// linux` a TAP device.
+fn net_world(a: &NetArgs) -> Result<(World, Option<TapBridge>), String> {
+    let cfg = net_config(a, false);
     let world = World::new(cfg).map_err(|e| format!("attach failed: {e}"))?;
     let tap = match a.peer {
         PeerKind::Guest => None,
@@ -487,15 +493,7 @@ fn tcp_chaos(a: &NetArgs, seed: u64) -> Result<(), String> {
     if a.peer != PeerKind::Guest {
         return Err("--chaos runs guest to guest".into());
     }
-    let cfg = WorldConfig {
-        slots: a.slots,
-        mode: a.mode,
-        buf_size: a.buf_size,
-        echo: a.verbose,
-        driver: ptnet::Config { want_vnet_hdr: true, require_vnet_hdr: true },
-        chaos: Some(seed),
-        ..WorldConfig::default()
-    };
+    let cfg = WorldConfig { chaos: Some(seed), ..net_config(a, true) };
     let world = World::new(cfg).map_err(|e| format!("attach failed: {e}"))?;
     let chaos = world.chaos.clone().ok_or("no chaos")?;
     let d = Duration::from_secs_f64(a.duration);

@@ -125,33 +125,47 @@ fn ledgers_close(w: &World) {
     assert_eq!(live_mbufs(), 0, "packets neither sent nor freed");
 }
 
+/// Runs `cycle` [`CYCLES`] times on VM 1 while VM 0 keeps sending to it
+/// and receiving, each cycle lasting at least one burst of VM 0. Returns
+/// VM 0's side (drained) and the cycler's side and input queue.
+fn cycles_under_traffic(
+    ifp0: &PtnetIf,
+    mac1: [u8; 6],
+    mut cycle: impl FnMut(&mut Side, &mut InputQueue),
+) -> (Side, Side, InputQueue) {
+    let (stop, bursts) = (AtomicBool::new(false), AtomicU64::new(0));
+    std::thread::scope(|s| {
+        let t = s.spawn(|| steady(ifp0, mac1, &stop, &bursts));
+        let stopper = StopOnDrop(&stop);
+        let (mut side, mut input) = (Side::default(), InputQueue::new(1024));
+        for _ in 0..CYCLES {
+            let seen = bursts.load(Ordering::Acquire);
+            cycle(&mut side, &mut input);
+            under_traffic(&bursts, seen);
+        }
+        drop(stopper);
+        let (mut side0, mut input0) = t.join().unwrap();
+        drain(ifp0, &mut side0, &mut input0);
+        (side0, side, input)
+    })
+}
+
 #[test]
 fn a_thousand_attach_detach_cycles_under_traffic_leak_and_lose_nothing() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut w = two_guests();
     let (mac0, mac1) = (w.vms[0].mac, w.vms[1].mac);
     w.vms[1].detach().unwrap();
-    let (stop, bursts) = (AtomicBool::new(false), AtomicU64::new(0));
-    let ifp0 = w.ifp(0).clone();
-    let (side0, side1) = std::thread::scope(|s| {
-        let t = s.spawn(|| steady(&ifp0, mac1, &stop, &bursts));
-        let stopper = StopOnDrop(&stop);
-        let (mut side, mut input) = (Side::default(), InputQueue::new(1024));
-        for _ in 0..CYCLES {
-            let seen = bursts.load(Ordering::Acquire);
-            let ifp = w.vms[1].attach(w.cfg.driver).unwrap();
-            ifp.if_up().unwrap();
-            burst(&ifp, mac0, BURST, &mut side, &mut input);
-            under_traffic(&bursts, seen);
-            drop(ifp);
-            // Detach right away: queued packets, and whatever the host has
-            // not taken from the ring yet, go with the interface, counted.
-            w.vms[1].detach().unwrap();
-        }
-        drop(stopper);
-        let (mut side0, mut input0) = t.join().unwrap();
-        drain(&ifp0, &mut side0, &mut input0);
-        (side0, side)
+    let (ifp0, driver) = (w.ifp(0).clone(), w.cfg.driver);
+    let vm1 = &mut w.vms[1];
+    let (side0, side1, _) = cycles_under_traffic(&ifp0, mac1, |side, input| {
+        let ifp = vm1.attach(driver).unwrap();
+        ifp.if_up().unwrap();
+        burst(&ifp, mac0, BURST, side, input);
+        drop(ifp);
+        // Detach right away: queued packets, and whatever the host has not
+        // taken from the ring yet, go with the interface, counted.
+        vm1.detach().unwrap();
     });
     drop(ifp0);
     w.vms[0].detach().unwrap();
@@ -169,29 +183,17 @@ fn a_thousand_down_up_cycles_under_traffic_leak_and_lose_nothing() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut w = two_guests();
     let (mac0, mac1) = (w.vms[0].mac, w.vms[1].mac);
-    let (stop, bursts) = (AtomicBool::new(false), AtomicU64::new(0));
     let (ifp0, ifp1) = (w.ifp(0).clone(), w.ifp(1).clone());
-    let (side0, side1) = std::thread::scope(|s| {
-        let t = s.spawn(|| steady(&ifp0, mac1, &stop, &bursts));
-        let stopper = StopOnDrop(&stop);
-        let (mut side, mut input) = (Side::default(), InputQueue::new(1024));
-        for _ in 0..CYCLES {
-            let seen = bursts.load(Ordering::Acquire);
-            // Down with packets queued and in flight: queued ones are freed
-            // and counted, those in the ring go out after the restart.
-            ifp1.if_down().unwrap();
-            ifp1.if_up().unwrap();
-            burst(&ifp1, mac0, BURST, &mut side, &mut input);
-            under_traffic(&bursts, seen);
-        }
-        drop(stopper);
-        let (mut side0, mut input0) = t.join().unwrap();
-        // Each side's drain sends what its queue still held to the other.
-        drain(&ifp1, &mut side, &mut input);
-        drain(&ifp0, &mut side0, &mut input0);
-        drain(&ifp1, &mut side, &mut input);
-        (side0, side)
+    let (mut side0, mut side1, mut input1) = cycles_under_traffic(&ifp0, mac1, |side, input| {
+        // Down with packets queued and in flight: queued ones are freed and
+        // counted, those in the ring go out after the restart.
+        ifp1.if_down().unwrap();
+        ifp1.if_up().unwrap();
+        burst(&ifp1, mac0, BURST, side, input);
     });
+    // VM 1's drain sends what its queue still held; VM 0 takes it.
+    drain(&ifp1, &mut side1, &mut input1);
+    drain(&ifp0, &mut side0, &mut InputQueue::new(1024));
     drop((ifp0, ifp1));
     for vm in &mut w.vms {
         vm.detach().unwrap();
