@@ -380,6 +380,11 @@ fn vm_thread(
             break;
         }
     }
+    if role.receive {
+        // A last NIOCRXSYNC gives back the slots read since the previous
+        // one: the next application on these rings must not see them again.
+        (0..info.num_rx_rings).try_for_each(|i| port.sync(Dir::Rx, i))?;
+    }
     publish(&tracker);
     sh.trackers.lock().unwrap().push(tracker);
     Ok(())
