@@ -257,8 +257,9 @@ impl PtnetIf {
 
     /// The once-a-second callout: the transmit and receive watchdogs of
     /// every ring (run from the service routine, which every driver path
-    /// reaches); a receive watchdog that finds a lost interrupt schedules
-    /// its ring's service.
+    /// reaches). A transmit watchdog that fired restarts the host side; a
+    /// receive watchdog that finds a lost interrupt schedules its ring's
+    /// service.
     fn watchdog_tick(&self) {
         let now = self.born.elapsed().as_millis() as u64;
         let last = self.watchdog_last.load(Ordering::Relaxed);
@@ -269,8 +270,13 @@ impl PtnetIf {
             return;
         }
         let timeout = self.tx_timeout_ms.load(Ordering::Relaxed);
+        let mut fired = false;
         for (i, ring) in self.tx.iter().enumerate() {
-            let _ = self.dev.tx_watchdog(i as u32, &mut ring.lock().unwrap(), now, timeout, drop);
+            fired |= self.dev.tx_watchdog(i as u32, &mut ring.lock().unwrap(), now, timeout, drop);
+        }
+        if fired {
+            // As the shim does: a host that took nothing gets restarted.
+            let _ = self.restart();
         }
         let ntx = self.tx.len();
         for (i, ring) in self.rx.iter().enumerate() {
