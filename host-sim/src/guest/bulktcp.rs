@@ -500,10 +500,26 @@ impl BulkTcp {
     /// Fast retransmit: the hole at `seq`, up to what the receiver holds
     /// beyond it (its SACK blocks), at most one super-packet.
     fn resend(&mut self, seq: u32) {
+        let data_max = self.data_max();
+        if !seq_lt(seq, data_max) {
+            return; // only the FIN is missing: the retransmission timer resends it
+        }
         let hole = self.hole_end.filter(|&e| seq_lt(seq, e)).map_or(u32::MAX, |e| e.wrapping_sub(seq));
-        let n = (self.snd_max.wrapping_sub(seq).min(hole) as usize).min(self.chunk());
+        let n = (data_max.wrapping_sub(seq).min(hole) as usize).min(self.chunk());
         if n > 0 && self.send_data(seq, n, false) {
             self.last_progress = Instant::now();
+        }
+    }
+
+    /// The sequence number just past the last data byte sent: once the
+    /// FIN is out, `snd_max` counts it too, and resending it as a data
+    /// byte would hand the receiver one byte more than the stream holds
+    /// (the soak caught that: the receiver then never saw the FIN).
+    fn data_max(&self) -> u32 {
+        if self.ending() && self.offset(self.snd_max) > self.total {
+            self.snd_max.wrapping_sub(1)
+        } else {
+            self.snd_max
         }
     }
 
