@@ -80,9 +80,12 @@ fn several_rings_keep_per_ring_order() {
 #[test]
 fn ptctl_delete_and_create_mid_traffic_lose_nothing() {
     for mode in [KloopMode::Direct, KloopMode::Thread] {
+        // Paced, so that the run lasts at least 200 ms however fast the
+        // machine: restarts every 3 ms land mid-traffic.
         let p = PktgenConfig {
             count: 400_000,
             batch: 128,
+            rate: 2e6,
             restart_every: Some(Duration::from_millis(3)),
             ..PktgenConfig::default()
         };
