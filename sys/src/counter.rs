@@ -27,4 +27,19 @@ impl Counter {
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
+
+    /// Adds one; returns whether to log this occurrence ([`log_this`]).
+    #[inline]
+    pub fn inc_logged(&self, every: u64) -> bool {
+        self.inc();
+        log_this(self.get(), every)
+    }
+}
+
+/// Whether the `nth` occurrence (counted from 1) of an event is logged:
+/// the first four, then one in `every`, so that however often a host
+/// misbehaves the console sees a bounded rate.
+#[inline]
+pub fn log_this(nth: u64, every: u64) -> bool {
+    nth <= 4 || nth.is_multiple_of(every)
 }

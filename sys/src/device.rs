@@ -4,6 +4,7 @@
 use crate::abi::csb::CSB_ENTRY_SIZE;
 use crate::abi::regs::{kick_reg, ptnet as reg, Features, PtctlCmd};
 use crate::abi::vnet::{VirtioNetHdr, VirtioNetHdrMrgRxbuf};
+use crate::counter::log_this;
 use crate::csb::{self, CsbMem, CsbRing, Field, SyncOpts};
 use crate::error::AttachError;
 use crate::ifnet::IfState;
@@ -596,16 +597,13 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
     }
 
     fn host_error(&self, q: &Queue<'_>, dir: Dir, idx: u32, e: BadPointers) -> SyncError {
-        let n = q.stats.host_errors.fetch_add(1, Ordering::Relaxed);
-        // Rate limit: the first few and then every 1024th.
-        if n < 4 || n.is_multiple_of(1024) {
+        let n = q.stats.host_errors.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+        if log_this(n, 1024) {
             self.kernel.log(
                 LogLevel::Warning,
                 format_args!(
                     "{dir} ring {idx}: host wrote inconsistent pointers hwcur {} hwtail {} (error #{})",
-                    e.a,
-                    e.b,
-                    n.saturating_add(1)
+                    e.a, e.b, n
                 ),
             );
         }

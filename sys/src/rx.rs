@@ -131,9 +131,7 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
                 Chain::Frame { slots } => {
                     k.rcur = crate::kring::advance(k.rcur, slots, k.num_slots);
                     if let Err(e) = self.deliver(&frags, &ring.stats, &mut out) {
-                        ring.stats.errors.inc();
-                        let n = ring.stats.errors.get();
-                        if n <= 4 || n.is_multiple_of(1024) {
+                        if ring.stats.errors.inc_logged(1024) {
                             self.kernel().log(LogLevel::Warning, format_args!("rx ring {idx}: frame dropped: {e}"));
                         }
                     }
@@ -167,15 +165,11 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
         }
         let missed = ring.waiting == Some(k.rcur);
         ring.waiting = Some(k.rcur);
-        if missed {
-            ring.stats.missed_irqs.inc();
-            let n = ring.stats.missed_irqs.get();
-            if n <= 4 || n.is_multiple_of(64) {
-                self.kernel().log(
-                    LogLevel::Warning,
-                    format_args!("rx ring {idx}: watchdog: frames waited without an interrupt; receiving"),
-                );
-            }
+        if missed && ring.stats.missed_irqs.inc_logged(64) {
+            self.kernel().log(
+                LogLevel::Warning,
+                format_args!("rx ring {idx}: watchdog: frames waited without an interrupt; receiving"),
+            );
         }
         missed
     }

@@ -277,9 +277,7 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
                     wrote = true;
                 }
                 Encap::Refused(why) => {
-                    let n = ring.stats.refused.get();
-                    ring.stats.refused.inc();
-                    if n < 4 || n.is_multiple_of(1024) {
+                    if ring.stats.refused.inc_logged(1024) {
                         self.log_refusal(idx, why);
                     }
                 }
@@ -335,11 +333,9 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
                     return false;
                 }
                 let n = ring.flush(&mut free) as u64;
-                ring.stats.watchdog.inc();
                 ring.stats.watchdog_drops.add(n);
                 ring.stall = None;
-                let fired = ring.stats.watchdog.get();
-                if fired <= 4 || fired.is_multiple_of(64) {
+                if ring.stats.watchdog.inc_logged(64) {
                     self.kernel().log(
                         LogLevel::Warning,
                         format_args!(
