@@ -7,11 +7,12 @@
 
 use crate::kbox::KBox;
 use crate::mbuf::MbufPkt;
-use crate::ops::{register, Mbuf, PtnetShimOps};
+use crate::nmring::PtnetRsNmRing;
+use crate::ops::{ops, register, Mbuf, PtnetShimOps};
 use crate::os::ShimDev;
-use crate::softc::{Error, IntrAction, Softc};
+use crate::softc::{Error, Softc};
 use core::ffi::{c_int, c_void};
-use ptnet::abi::regs::{PCI_DEVICE_ID_PTNET, PCI_VENDOR_ID};
+use ptnet::abi::regs::{PCI_DEVICE_ID_MEMDEV, PCI_DEVICE_ID_PTNET, PCI_VENDOR_ID};
 use ptnet::csb::SyncOpts;
 use ptnet::ifnet::IfCounters;
 use ptnet::kring::{Dir, Kring};
@@ -55,14 +56,26 @@ pub struct PtnetRsInfo {
     pub num_tx_slots: u32,
     /// Slots per RX ring.
     pub num_rx_slots: u32,
-    /// Size of a netmap buffer.
-    pub buf_size: u32,
-    /// Host memory allocator id.
+    /// Host memory allocator id (the memdev the rings live in).
     pub memid: u32,
     /// Offset of the `netmap_if` in the host memory.
-    pub nifp_ofs: u64,
-    /// Size of the host memory.
-    pub memsize: u64,
+    pub nifp_ofs: u32,
+}
+
+/// What netmap's `nm_config` reports, with the host memory mapped.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PtnetRsNmConfig {
+    /// TX rings.
+    pub num_tx_rings: u32,
+    /// RX rings.
+    pub num_rx_rings: u32,
+    /// Slots per TX ring.
+    pub num_tx_slots: u32,
+    /// Slots per RX ring.
+    pub num_rx_slots: u32,
+    /// Size of the host's netmap buffers.
+    pub buf_size: u32,
 }
 
 /// Interface capabilities and MTU.
@@ -101,6 +114,45 @@ pub struct PtnetRsIfCounters {
     pub oerrors: u64,
     /// `IFCOUNTER_OQDROPS`.
     pub oqdrops: u64,
+    /// Packets sent with checksum offload.
+    pub tx_csum: u64,
+    /// Packets sent with TSO.
+    pub tx_tso: u64,
+    /// Frames received as large-receive frames.
+    pub rx_lro: u64,
+    /// Checksums completed on receive (RXCSUM off).
+    pub rx_csum_completed: u64,
+    /// Super-packets segmented on receive (LRO off).
+    pub rx_segmented: u64,
+    /// Transmit watchdog timeouts.
+    pub tx_watchdog: u64,
+    /// Receive interrupts the host lost, found by the watchdog.
+    pub rx_missed_irqs: u64,
+    /// Packets sent into a ring that the host never took before detach.
+    pub tx_abandoned: u64,
+}
+
+impl From<IfCounters> for PtnetRsIfCounters {
+    fn from(c: IfCounters) -> Self {
+        Self {
+            ipackets: c.ipackets,
+            ibytes: c.ibytes,
+            ierrors: c.ierrors,
+            iqdrops: c.iqdrops,
+            opackets: c.opackets,
+            obytes: c.obytes,
+            oerrors: c.oerrors,
+            oqdrops: c.oqdrops,
+            tx_csum: c.tx_csum,
+            tx_tso: c.tx_tso,
+            rx_lro: c.rx_lro,
+            rx_csum_completed: c.rx_csum_completed,
+            rx_segmented: c.rx_segmented,
+            tx_watchdog: c.tx_watchdog,
+            rx_missed_irqs: c.rx_missed_irqs,
+            tx_abandoned: c.tx_abandoned,
+        }
+    }
 }
 
 /// One ring's counters, for `sysctl dev.ptnrs.<unit>.{tx,rx}q<N>`.
@@ -128,6 +180,8 @@ pub struct PtnetRsQueueStats {
     pub irqs: u64,
     /// Host updates refused (inconsistent ring pointers).
     pub host_errors: u64,
+    /// Host ring states adopted after the host reset them.
+    pub host_resets: u64,
     /// TX: packets waiting in the software queue now.
     pub queued: u64,
     /// TX: watchdog firings (the host took nothing for the timeout);
@@ -159,16 +213,23 @@ impl From<Kring> for PtnetRsKring {
 
 /// No action for the shim (returned by `ptnet_rs_intr`).
 pub const PTNET_RS_INTR_NONE: c_int = 0;
-/// Call `netmap_tx_irq`/`netmap_rx_irq` for the ring.
-pub const PTNET_RS_INTR_NETMAP: c_int = 1;
 /// Enqueue the ring's task.
 pub const PTNET_RS_INTR_TASK: c_int = 2;
 
+/// Packets a TX ring's software queue holds while the ring is full.
+pub const PTNET_RS_TXQ_LEN: u32 = 256;
+/// Packets `if_transmit` may leave for a TX ring another thread holds.
+pub const PTNET_RS_HANDOFF_LEN: u32 = 64;
+
 /// `ptnet_rs_attach` flag: ask the host for the virtio-net header.
 pub const PTNET_RS_WANT_VNET_HDR: u32 = 1;
+/// `ptnet_rs_attach` flag: refuse to attach when the header is not granted.
+pub const PTNET_RS_REQUIRE_VNET_HDR: u32 = 2;
 /// `ptnet_rs_nm_sync` flag: reclaim completed TX slots even if not needed
 /// (`NAF_FORCE_RECLAIM`).
 pub const PTNET_RS_SYNC_FORCE_RECLAIM: u32 = 1;
+/// `ptnet_rs_nm_sync` flag: the kring wants no interrupt (`NKR_NOINTR`).
+pub const PTNET_RS_SYNC_NOINTR: u32 = 2;
 
 fn errno(e: Error) -> c_int {
     match e {
@@ -180,6 +241,7 @@ fn errno(e: Error) -> c_int {
         Error::Tx(TxError::Down) => errno::ENETDOWN,
         Error::NoMemory => errno::ENOMEM,
         Error::Invalid => errno::EINVAL,
+        Error::Busy => errno::EBUSY,
     }
 }
 
@@ -228,6 +290,17 @@ pub extern "C" fn ptnet_rs_probe(vendor: u16, device: u16) -> c_int {
     }
 }
 
+/// Whether a PCI function is a ptnetmap-memdev, the host memory behind
+/// ptnet NICs (`device_probe`): 0 or ENXIO.
+#[no_mangle]
+pub extern "C" fn ptnet_rs_probe_memdev(vendor: u16, device: u16) -> c_int {
+    if vendor == PCI_VENDOR_ID && device == PCI_DEVICE_ID_MEMDEV {
+        0
+    } else {
+        errno::ENXIO
+    }
+}
+
 /// Attaches to the device whose resources the shim holds as `dev`
 /// (`device_attach`, after the BAR and `msix_vectors` vectors were
 /// allocated). On success `*out` is the device until `ptnet_rs_detach`.
@@ -244,8 +317,10 @@ pub unsafe extern "C" fn ptnet_rs_attach(
     if out.is_null() {
         return errno::EINVAL;
     }
-    let want = flags & PTNET_RS_WANT_VNET_HDR != 0;
-    let cfg = Config { want_vnet_hdr: want, require_vnet_hdr: false };
+    let cfg = Config {
+        want_vnet_hdr: flags & PTNET_RS_WANT_VNET_HDR != 0,
+        require_vnet_hdr: flags & PTNET_RS_REQUIRE_VNET_HDR != 0,
+    };
     let sc = match Softc::attach(ShimDev(dev), msix_vectors, cfg) {
         Ok(sc) => sc,
         Err(e) => return errno(e),
@@ -257,29 +332,61 @@ pub unsafe extern "C" fn ptnet_rs_attach(
             0
         }
         Err(p) => {
-            Softc::release(p.sc);
+            let _ = Softc::release(p.sc);
             errno::ENOMEM
         }
     }
 }
 
-/// Detaches (`device_detach`): EBUSY while the interface is up or a
-/// netmap client holds the rings; otherwise releases everything.
+/// Detaches (`device_detach`): EBUSY, and nothing changed, while the
+/// interface is up or netmap holds a ring; otherwise stops the host,
+/// withdraws the CSB and releases everything. The shim must have stopped
+/// every interrupt and task that could call in. `last` (NULL or valid for
+/// a write) receives the interface counters as they end, packets the host
+/// never took counted.
 ///
 /// # Safety
 /// `sc` is NULL or from `ptnet_rs_attach`, and not used after success.
 #[no_mangle]
-pub unsafe extern "C" fn ptnet_rs_detach(sc: *mut PtnetRsSoftc) -> c_int {
+pub unsafe extern "C" fn ptnet_rs_detach(sc: *mut PtnetRsSoftc, last: *mut PtnetRsIfCounters) -> c_int {
     // SAFETY: per the contract above.
     let Some(s) = (unsafe { softc(sc) }) else { return errno::EINVAL };
-    if s.core().users() > 0 {
-        return errno::EBUSY;
+    if let Err(e) = s.detachable() {
+        return errno(e);
     }
     // SAFETY: `sc` came from `KBox::into_raw` in attach and is given up
     // by the caller now.
     let b = unsafe { KBox::from_raw(sc) };
-    Softc::release(KBox::into_inner(b).sc);
+    let counters = Softc::release(KBox::into_inner(b).sc);
+    // SAFETY: per the contract above.
+    if let Some(out) = unsafe { last.as_mut() } {
+        *out = counters.into();
+    }
     0
+}
+
+/// Whether detach would be refused now (EBUSY) or go through (0): the
+/// shim asks before it takes the interface away.
+///
+/// # Safety
+/// `sc` as for every entry point.
+#[no_mangle]
+pub unsafe extern "C" fn ptnet_rs_detachable(sc: *const PtnetRsSoftc) -> c_int {
+    // SAFETY: per the contract above.
+    unsafe { softc(sc) }.map_or(errno::EINVAL, |s| status(s.detachable()))
+}
+
+/// `device_shutdown`: stops the host and clears the CSB address registers,
+/// so that after a reboot the host writes nothing into reused pages.
+///
+/// # Safety
+/// `sc` as for every entry point.
+#[no_mangle]
+pub unsafe extern "C" fn ptnet_rs_shutdown(sc: *const PtnetRsSoftc) {
+    // SAFETY: per the contract above.
+    if let Some(s) = unsafe { softc(sc) } {
+        s.shutdown();
+    }
 }
 
 /// Fills `*out` with what the device reported at attach.
@@ -299,10 +406,8 @@ pub unsafe extern "C" fn ptnet_rs_info(sc: *const PtnetRsSoftc, out: *mut PtnetR
         num_rx_rings: i.num_rx_rings,
         num_tx_slots: i.num_tx_slots,
         num_rx_slots: i.num_rx_slots,
-        buf_size: i.buf_size,
         memid: i.memid,
-        nifp_ofs: i.nifp_ofs as u64,
-        memsize: i.memsize as u64,
+        nifp_ofs: i.nifp_ofs,
     };
     0
 }
@@ -378,9 +483,15 @@ pub unsafe extern "C" fn ptnet_rs_caps(sc: *const PtnetRsSoftc, out: *mut PtnetR
 /// `sc` as for every entry point; `m` a chain the caller gives up.
 #[no_mangle]
 pub unsafe extern "C" fn ptnet_rs_transmit(sc: *const PtnetRsSoftc, m: *mut Mbuf) -> c_int {
-    let Some(pkt) = MbufPkt::new(m) else { return errno::EINVAL };
     // SAFETY: per the contract above.
-    let Some(s) = (unsafe { softc(sc) }) else { return errno::EINVAL };
+    let Some(s) = (unsafe { softc(sc) }) else {
+        if let (Some(o), false) = (ops(), m.is_null()) {
+            // SAFETY: the caller gave `m` up; nobody else frees it.
+            unsafe { (o.m_free)(m) };
+        }
+        return errno::EINVAL;
+    };
+    let Some(pkt) = MbufPkt::new(m, s.shim()) else { return errno::EINVAL };
     status(s.transmit(pkt))
 }
 
@@ -396,28 +507,21 @@ pub unsafe extern "C" fn ptnet_rs_qflush(sc: *const PtnetRsSoftc) {
     }
 }
 
-/// The MSI-X handler of `vector`: safe in a filter (no sleeping, no
-/// allocation), though netmap's wakeups need the ithread.
-/// Returns a `PTNET_RS_INTR_*` action; `*is_rx`/`*ring` say which ring.
+/// The MSI-X handler of `vector` (no sleeping, no allocation): counts the
+/// interrupt and returns `PTNET_RS_INTR_TASK` when the network stack uses
+/// the ring and its task should run. The shim first lets netmap take the
+/// interrupt (`netmap_rx_irq`/`netmap_tx_irq`) and only falls through
+/// here when netmap says `NM_IRQ_PASS`.
 ///
 /// # Safety
-/// `sc` as for every entry point; `is_rx` and `ring` valid for writes.
+/// `sc` as for every entry point.
 #[no_mangle]
-pub unsafe extern "C" fn ptnet_rs_intr(sc: *const PtnetRsSoftc, vector: u32, is_rx: *mut u32, ring: *mut u32) -> c_int {
+pub unsafe extern "C" fn ptnet_rs_intr(sc: *const PtnetRsSoftc, vector: u32) -> c_int {
     // SAFETY: per the contract above.
-    let (Some(s), Some(is_rx), Some(ring)) =
-        (unsafe { softc(sc) }, unsafe { is_rx.as_mut() }, unsafe { ring.as_mut() })
-    else {
-        return PTNET_RS_INTR_NONE;
-    };
-    let (action, d, idx) = match s.intr(vector) {
-        IntrAction::None => return PTNET_RS_INTR_NONE,
-        IntrAction::Netmap(d, i) => (PTNET_RS_INTR_NETMAP, d, i),
-        IntrAction::Task(d, i) => (PTNET_RS_INTR_TASK, d, i),
-    };
-    *is_rx = u32::from(d == Dir::Rx);
-    *ring = idx;
-    action
+    match unsafe { softc(sc) } {
+        Some(s) if s.intr(vector) => PTNET_RS_INTR_TASK,
+        _ => PTNET_RS_INTR_NONE,
+    }
 }
 
 /// A TX ring's task: resumes its software queue.
@@ -468,46 +572,110 @@ pub unsafe extern "C" fn ptnet_rs_rx_watchdog(sc: *const PtnetRsSoftc, ring: u32
     c_int::from(unsafe { softc(sc) }.is_some_and(|s| s.rx_watchdog(ring)))
 }
 
-/// netmap's `nm_register`: a netmap client takes (`onoff` != 0) or gives
-/// back the rings. After taking them, read each ring with
-/// `ptnet_rs_nm_kring` into netmap's kring.
-///
-/// # Safety
-/// `sc` as for every entry point.
-#[no_mangle]
-pub unsafe extern "C" fn ptnet_rs_nm_register(sc: *const PtnetRsSoftc, onoff: c_int) -> c_int {
-    // SAFETY: per the contract above.
-    unsafe { softc(sc) }.map_or(errno::EINVAL, |s| status(s.nm_register(onoff != 0)))
-}
-
-/// A ring's pointers as the driver holds them.
+/// netmap's `nm_config`: the rings and the host's buffer size. The host
+/// memory is found and mapped here if it was not yet (netmap asks before
+/// registering a client); ENXIO when its memdev is not there.
 ///
 /// # Safety
 /// `sc` as for every entry point; `out` NULL or valid for a write.
 #[no_mangle]
-pub unsafe extern "C" fn ptnet_rs_nm_kring(
+pub unsafe extern "C" fn ptnet_rs_nm_config(sc: *const PtnetRsSoftc, out: *mut PtnetRsNmConfig) -> c_int {
+    // SAFETY: per the contract above.
+    let (Some(s), Some(out)) = (unsafe { softc(sc) }, unsafe { out.as_mut() }) else { return errno::EINVAL };
+    match s.nm_config() {
+        Ok(buf_size) => {
+            let i = s.core().info();
+            *out = PtnetRsNmConfig {
+                num_tx_rings: i.num_tx_rings,
+                num_rx_rings: i.num_rx_rings,
+                num_tx_slots: i.num_tx_slots,
+                num_rx_slots: i.num_rx_slots,
+                buf_size,
+            };
+            0
+        }
+        Err(e) => errno(e),
+    }
+}
+
+/// netmap's `nm_register` for one kring whose mode goes on: netmap takes
+/// the ring from the stack (the first ring starts the host). `*out` is
+/// the ring's state, for the kring (`nr_hwcur`, `nr_hwtail`, `rhead`,
+/// `rcur`, `rtail`) and for the netmap ring (`head`, `cur`, `tail`). In
+/// copy mode `guest` is netmap's ring (else NULL): frames waiting in the
+/// host's RX ring are copied into it.
+///
+/// # Safety
+/// `sc` as for every entry point; `guest` NULL or a ring valid for the
+/// call; `out` NULL or valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn ptnet_rs_nm_ring_on(
     sc: *const PtnetRsSoftc,
     is_rx: u32,
     ring: u32,
+    guest: *const PtnetRsNmRing,
     out: *mut PtnetRsKring,
 ) -> c_int {
     // SAFETY: per the contract above.
     let (Some(s), Some(out)) = (unsafe { softc(sc) }, unsafe { out.as_mut() }) else { return errno::EINVAL };
-    match s.kring(dir(is_rx), ring) {
-        Some(k) => {
+    // SAFETY: per the contract above.
+    match s.nm_ring_on(dir(is_rx), ring, unsafe { guest.as_ref() }) {
+        Ok(k) => {
             *out = k.into();
             0
         }
-        None => errno::ENXIO,
+        Err(e) => errno(e),
     }
 }
 
-/// netmap's `nm_txsync`/`nm_rxsync`: `k` carries the application's
-/// `rhead`/`rcur` in and the ring's `hwcur`/`hwtail` out. EIO when the
-/// host's pointers are inconsistent (counted, ring state kept).
+/// netmap's `nm_register` for one kring whose mode goes off: the ring goes
+/// back to the stack (the last one stops the host unless the interface is
+/// up). `*resume` is 1 when the ring's task should run now (an RX ring of
+/// a running interface: what arrived meanwhile).
 ///
 /// # Safety
-/// `sc` as for every entry point; `k` NULL or valid for reads and writes.
+/// `sc` as for every entry point; `resume` NULL or valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn ptnet_rs_nm_ring_off(
+    sc: *const PtnetRsSoftc,
+    is_rx: u32,
+    ring: u32,
+    resume: *mut u32,
+) -> c_int {
+    // SAFETY: per the contract above.
+    let (Some(s), Some(resume)) = (unsafe { softc(sc) }, unsafe { resume.as_mut() }) else { return errno::EINVAL };
+    match s.nm_ring_off(dir(is_rx), ring) {
+        Ok(r) => {
+            *resume = u32::from(r);
+            0
+        }
+        Err(e) => errno(e),
+    }
+}
+
+/// netmap's `nm_intr`: the interrupts of the rings netmap holds on (1) or
+/// off (0).
+///
+/// # Safety
+/// `sc` as for every entry point.
+#[no_mangle]
+pub unsafe extern "C" fn ptnet_rs_nm_intr(sc: *const PtnetRsSoftc, onoff: c_int) {
+    // SAFETY: per the contract above.
+    if let Some(s) = unsafe { softc(sc) } {
+        s.nm_intr(onoff != 0);
+    }
+}
+
+/// netmap's `nm_txsync`/`nm_rxsync` on a ring netmap holds: `k` carries
+/// the application's `rhead`/`rcur` in and the ring's `hwcur`/`hwtail`
+/// out. `flags` are `PTNET_RS_SYNC_*`; in copy mode `guest` is netmap's
+/// ring (else NULL). EINVAL for pointers that break the ring invariants;
+/// EIO when the host's pointers were inconsistent (counted, ring state
+/// kept, host kicked to publish again).
+///
+/// # Safety
+/// `sc` as for every entry point; `k` NULL or valid for reads and writes;
+/// `guest` NULL or a ring valid for the call.
 #[no_mangle]
 pub unsafe extern "C" fn ptnet_rs_nm_sync(
     sc: *const PtnetRsSoftc,
@@ -515,12 +683,17 @@ pub unsafe extern "C" fn ptnet_rs_nm_sync(
     ring: u32,
     k: *mut PtnetRsKring,
     flags: u32,
+    guest: *const PtnetRsNmRing,
 ) -> c_int {
     // SAFETY: per the contract above.
     let (Some(s), Some(k)) = (unsafe { softc(sc) }, unsafe { k.as_mut() }) else { return errno::EINVAL };
-    let opts =
-        SyncOpts { force_reclaim: flags & PTNET_RS_SYNC_FORCE_RECLAIM != 0, want_intr: true, ..SyncOpts::default() };
-    match s.nm_sync(dir(is_rx), ring, k.rhead, k.rcur, opts) {
+    let opts = SyncOpts {
+        force_reclaim: flags & PTNET_RS_SYNC_FORCE_RECLAIM != 0,
+        want_intr: flags & PTNET_RS_SYNC_NOINTR == 0,
+        ..SyncOpts::default()
+    };
+    // SAFETY: per the contract above.
+    match s.nm_sync(dir(is_rx), ring, (k.rhead, k.rcur), opts, unsafe { guest.as_ref() }) {
         Ok(new) => {
             *k = new.into();
             0
@@ -548,25 +721,7 @@ pub unsafe extern "C" fn ptnet_rs_restart(sc: *const PtnetRsSoftc) -> c_int {
 pub unsafe extern "C" fn ptnet_rs_counters(sc: *const PtnetRsSoftc, out: *mut PtnetRsIfCounters) -> c_int {
     // SAFETY: per the contract above.
     let (Some(s), Some(out)) = (unsafe { softc(sc) }, unsafe { out.as_mut() }) else { return errno::EINVAL };
-    let info = s.core().info();
-    let mut c =
-        IfCounters { oqdrops: s.netmap_drops.load(core::sync::atomic::Ordering::Relaxed), ..IfCounters::default() };
-    for i in 0..info.num_tx_rings {
-        s.with_tx(i, |r| c.add_tx(&r.stats));
-    }
-    for i in 0..info.num_rx_rings {
-        s.with_rx(i, |r| c.add_rx(&r.stats));
-    }
-    *out = PtnetRsIfCounters {
-        ipackets: c.ipackets,
-        ibytes: c.ibytes,
-        ierrors: c.ierrors,
-        iqdrops: c.iqdrops,
-        opackets: c.opackets,
-        obytes: c.obytes,
-        oerrors: c.oerrors,
-        oqdrops: c.oqdrops,
-    };
+    *out = s.counters().into();
     0
 }
 
@@ -590,15 +745,16 @@ pub unsafe extern "C" fn ptnet_rs_queue_stats(
         kicks: q.kicks,
         irqs: q.irqs,
         host_errors: q.host_errors,
+        host_resets: q.host_resets,
         ..Default::default()
     };
     match d {
-        Dir::Tx => s.with_tx(ring, |r| {
+        Dir::Tx => s.with_tx(ring, |r, handoff_drops| {
             let t = &r.stats;
             st.packets = t.packets.get();
             st.bytes = t.bytes.get();
             st.errors = t.refused.get();
-            st.drops = t.dropped();
+            st.drops = t.dropped().saturating_add(handoff_drops);
             st.watchdog = t.watchdog.get();
             st.csum = t.csum.get();
             st.tso_lro = t.tso.get();

@@ -27,7 +27,9 @@
 
 mod entry;
 mod kbox;
+mod klock;
 mod mbuf;
+mod nmring;
 mod ops;
 mod os;
 #[cfg(target_os = "none")]
@@ -35,4 +37,5 @@ mod panic;
 mod softc;
 
 pub use entry::*;
-pub use ops::{Mbuf, PtnetRsMemdev, PtnetRsMemdevQuery, PtnetRsPktInfo, PtnetRsRxInfo, PtnetShimOps};
+pub use nmring::PtnetRsNmRing;
+pub use ops::{Mbuf, PtnetRsMemdev, PtnetRsPktInfo, PtnetRsRxInfo, PtnetShimOps};

@@ -1,6 +1,7 @@
 //! mbuf chains on both paths: a transmitted chain read through
-//! `m_copydata`, a received frame built with `m_append` and handed to the
-//! stack with its checksum and LRO state.
+//! `m_copydata`, received frames built with `m_append`, linked into a
+//! packet list and handed to the stack with their checksum and LRO state
+//! once the ring's mutex is released.
 
 use crate::ops::{ops, Mbuf, PtnetRsPktInfo, PtnetRsRxInfo};
 use crate::os::ShimDev;
@@ -15,6 +16,7 @@ use ptnet::tx::TxPacket;
 pub(crate) struct MbufPkt {
     m: NonNull<Mbuf>,
     info: PtnetRsPktInfo,
+    dev: ShimDev,
 }
 
 // SAFETY: an mbuf chain handed to the driver belongs to it alone; the
@@ -22,16 +24,16 @@ pub(crate) struct MbufPkt {
 unsafe impl Send for MbufPkt {}
 
 impl MbufPkt {
-    /// Takes ownership of `m` (None for NULL or before registration, in
-    /// which case nothing is taken).
-    pub fn new(m: *mut Mbuf) -> Option<Self> {
+    /// Takes ownership of `m`, sent on device `dev` (None for NULL or
+    /// before registration, in which case nothing is taken).
+    pub fn new(m: *mut Mbuf, dev: ShimDev) -> Option<Self> {
         let m = NonNull::new(m)?;
         let o = ops()?;
         let mut info = PtnetRsPktInfo::default();
         // SAFETY: `m` is a chain the stack handed over; `info` is a valid
         // out-pointer.
         unsafe { (o.m_info)(m.as_ptr(), &mut info) };
-        Some(Self { m, info })
+        Some(Self { m, info, dev })
     }
 
     fn copy(&self, off: usize, len: usize, dst: *mut u8) -> bool {
@@ -54,8 +56,8 @@ impl TxPacket for MbufPkt {
         let i = &self.info;
         TxRequest {
             csum_flags: CsumFlags::from_bits_truncate(i.csum_flags),
-            tso_segsz: i.tso_segsz,
-            vlan: (i.has_vlan != 0).then_some(i.vlan),
+            tso_segsz: i.mss,
+            vlan: (i.has_vlan != 0).then_some(i.vlan_tag),
             flowid: (i.has_flowid != 0).then_some(i.flowid),
         }
     }
@@ -74,6 +76,14 @@ impl TxPacket for MbufPkt {
         // shim writes exactly there.
         dst.sub(dst_off, len).is_ok_and(|d| self.copy(off, len, d.as_ptr()))
     }
+
+    fn on_ring(&self) {
+        if let Some(o) = ops() {
+            // SAFETY: the chain is ours until freed; `dev` is the shim's
+            // handle of the device it was sent on.
+            unsafe { (o.tx_tap)(self.dev.0, self.m.as_ptr()) };
+        }
+    }
 }
 
 impl Drop for MbufPkt {
@@ -85,8 +95,9 @@ impl Drop for MbufPkt {
     }
 }
 
-/// Builds received frames in mbufs and hands each to the stack as it is
-/// finished.
+/// Builds received frames in mbufs, linked into a packet list (the
+/// `m_nextpkt` chain `if_input` takes) to hand up after the ring's mutex
+/// is released.
 pub(crate) struct RxSink {
     pub dev: ShimDev,
     pub ring: u16,
@@ -94,11 +105,13 @@ pub(crate) struct RxSink {
     /// of clusters); the caller adds them to the ring's `no_memory`.
     pub dropped: u64,
     building: Option<(NonNull<Mbuf>, PtnetRsRxInfo, bool)>,
+    /// The finished frames: first and last.
+    list: Option<(NonNull<Mbuf>, NonNull<Mbuf>)>,
 }
 
 impl RxSink {
     pub fn new(dev: ShimDev, ring: u16) -> Self {
-        Self { dev, ring, dropped: 0, building: None }
+        Self { dev, ring, dropped: 0, building: None, list: None }
     }
 
     fn append(&mut self, src: *const u8, len: usize) {
@@ -111,6 +124,18 @@ impl RxSink {
         // sub-range of shared memory); `m` is the chain being built.
         *ok &= unsafe { (o.rx_append)(m.as_ptr(), src, len) } == 0;
     }
+
+    /// Hands the finished frames to the stack (no driver lock held).
+    pub fn input(mut self) {
+        self.hand_up();
+    }
+
+    fn hand_up(&mut self) {
+        if let (Some(o), Some((first, _))) = (ops(), self.list.take()) {
+            // SAFETY: the list is ours and handed over whole.
+            unsafe { (o.rx_input)(self.dev.0, first.as_ptr()) };
+        }
+    }
 }
 
 impl FrameSink for RxSink {
@@ -120,9 +145,9 @@ impl FrameSink for RxSink {
         let Some(m) = NonNull::new(unsafe { (o.rx_alloc)(self.dev.0, len32) }) else { return false };
         let rx = PtnetRsRxInfo {
             csum_flags: info.csum_flags.bits(),
-            csum_data: info.csum_data,
-            lro_segsz: info.lro_segsz,
-            lro_nsegs: info.lro_nsegs,
+            csum_value: info.csum_data,
+            lro_mss: info.lro_segsz,
+            lro_segs: info.lro_nsegs,
             ring: self.ring,
         };
         self.building = Some((m, rx, true));
@@ -146,13 +171,27 @@ impl FrameSink for RxSink {
 
     fn end(&mut self) {
         let (Some(o), Some((m, info, ok))) = (ops(), self.building.take()) else { return };
-        if ok {
-            // SAFETY: `m` is a complete chain handed over to the stack.
-            unsafe { (o.rx_input)(self.dev.0, m.as_ptr(), &info) };
-        } else {
+        if !ok {
             self.dropped = self.dropped.saturating_add(1);
             // SAFETY: the chain is ours and freed once.
             unsafe { (o.m_free)(m.as_ptr()) };
+            return;
         }
+        let prev = self.list.map_or(core::ptr::null_mut(), |(_, last)| last.as_ptr());
+        // SAFETY: `m` is a complete chain of ours; `prev` is NULL or the
+        // last frame of our list.
+        unsafe { (o.rx_finish)(self.dev.0, m.as_ptr(), &info, prev) };
+        self.list = Some((self.list.map_or(m, |(first, _)| first), m));
+    }
+}
+
+impl Drop for RxSink {
+    /// Nothing is leaked: a half-built frame is freed, finished ones go up.
+    fn drop(&mut self) {
+        if let (Some(o), Some((m, _, _))) = (ops(), self.building.take()) {
+            // SAFETY: the chain is ours and freed once.
+            unsafe { (o.m_free)(m.as_ptr()) };
+        }
+        self.hand_up();
     }
 }

@@ -1,47 +1,73 @@
 //! One attached device: the driver core, each ring's state behind its
-//! lock, and who uses the rings (the network stack, netmap applications).
+//! kernel mutex, and who uses each ring (the network stack, or a netmap
+//! client).
 //!
-//! The shim serialises calls per ring with its queue mutexes, so the spin
-//! locks here are uncontended; they keep Rust's aliasing rules whatever
-//! the caller does.
+//! Locking, as FreeBSD's C driver has it: a mutex per ring for the
+//! datapath (transmit, the tasks, syncs, the watchdogs), and one for the
+//! device's users (up, down, netmap registration, restart), taken first.
+//! The shim serialises the latter with its own sx lock, so that mutex is
+//! uncontended; it is there so that this code is right whatever calls it.
+//! No driver lock is held while frames go up the stack.
 
 use crate::kbox::KBox;
+use crate::klock::{KGuard, KLock};
 use crate::mbuf::{MbufPkt, RxSink};
-use crate::ops::{ops, PtnetRsMemdev, PtnetRsMemdevQuery};
+use crate::nmring::PtnetRsNmRing;
+use crate::ops::{ops, PtnetRsMemdev};
 use crate::os::{Bar0, MemdevRegs, ShimDev, ShimKernel};
-use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::mem::MaybeUninit;
+use core::ptr::{addr_of_mut, NonNull};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use ptnet::csb::SyncOpts;
-use ptnet::device::{KringSet, MemdevQuery, UpError};
+use ptnet::device::{KringSet, UpError};
+use ptnet::ifnet::IfCounters;
 use ptnet::kring::{Dir, Kring};
 use ptnet::layout::MAX_RINGS;
+use ptnet::os::{Kernel, LogLevel};
 use ptnet::rx::RxRing;
 use ptnet::shmem::SharedRegion;
-use ptnet::tx::{flow_ring, TxError, TxRing};
+use ptnet::tx::{flow_ring, SwQueue, TxError, TxRing};
 use ptnet::{AttachError, Config, Ptnet, SyncError};
-use spin::Mutex;
 
 /// Packets a TX ring's software queue holds while the ring is full.
-pub(crate) const TXQ_LEN: usize = 256;
+pub(crate) const TXQ_LEN: usize = crate::entry::PTNET_RS_TXQ_LEN as usize;
+/// Packets `if_transmit` may leave for a busy ring's task.
+pub(crate) const HANDOFF_LEN: usize = crate::entry::PTNET_RS_HANDOFF_LEN as usize;
+/// Frames received per pass under the ring's mutex; the mutex is dropped
+/// to hand each batch to the stack.
+const RX_BATCH: u32 = 16;
 
 type TxState = TxRing<MbufPkt, TXQ_LEN>;
+type Handoff = SwQueue<MbufPkt, HANDOFF_LEN>;
 
-/// Who uses the rings.
-#[derive(Default)]
-struct Users {
-    netmap: bool,
-    if_up: bool,
+/// A TX ring: its state, the packets that found it busy, its owner.
+pub(crate) struct TxQueue {
+    ring: KLock<TxState>,
+    /// Packets `if_transmit` could not put on the ring because another
+    /// thread held it; whoever holds the ring next sends them first.
+    handoff: KLock<Handoff>,
+    /// Packets dropped because the hand-off queue was full.
+    handoff_drops: AtomicU64,
+    netmap: AtomicBool,
 }
 
-/// What an interrupt asks the shim to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum IntrAction {
-    /// Nothing (stray, or nobody uses the rings).
-    None,
-    /// Wake netmap sleepers on the ring (`netmap_tx_irq`/`netmap_rx_irq`).
-    Netmap(Dir, u32),
-    /// Schedule the ring's task.
-    Task(Dir, u32),
+/// An RX ring: its state and its owner.
+pub(crate) struct RxQueue {
+    ring: KLock<RxRing>,
+    netmap: AtomicBool,
+    /// In copy mode: how far the application's ring holds the host's
+    /// frames (the kring's `hwtail` can move without a netmap sync: a
+    /// restart of the host side resumes it). Changed under the ring mutex.
+    copied: AtomicU32,
+}
+
+/// Who uses the device, under the core mutex.
+struct Users {
+    if_up: bool,
+    /// Rings a netmap client holds.
+    netmap_rings: u32,
+    /// The memdev, found and mapped when the rings were first needed.
+    memdev: Option<PtnetRsMemdev>,
 }
 
 /// Errors of the softc's operations, mapped to errno at the boundary.
@@ -54,33 +80,33 @@ pub(crate) enum Error {
     NoMemory,
     NoRing,
     Invalid,
+    Busy,
 }
 
 /// An attached ptnet device.
 pub(crate) struct Softc {
     dev: KBox<Ptnet<ShimKernel, Bar0>>,
     shim: ShimDev,
-    memdev: PtnetRsMemdev,
-    tx: [Option<KBox<Mutex<TxState>>>; MAX_RINGS],
-    rx: [Option<KBox<Mutex<RxRing>>>; MAX_RINGS],
-    users: Mutex<Users>,
-    netmap_mode: AtomicBool,
+    tx: [Option<KBox<TxQueue>>; MAX_RINGS],
+    rx: [Option<KBox<RxQueue>>; MAX_RINGS],
+    users: KLock<Users>,
     if_running: AtomicBool,
-    /// Stack packets dropped while netmap applications owned the rings.
+    /// Stack packets dropped because a netmap client held their ring.
     pub netmap_drops: AtomicU64,
 }
 
-/// The rings' krings for bring-up, each locked in turn: the datapath is
-/// held off by the mode flags, which change only after bring-up.
+/// The rings' krings for bring-up, each locked in turn: the datapath runs
+/// only on rings whose owner is up, and owners change under the users
+/// mutex, which the caller holds.
 struct EachRing<'a>(&'a Softc);
 
 impl KringSet for EachRing<'_> {
     fn visit(&mut self, f: &mut dyn FnMut(&mut Kring) -> Result<(), UpError>) -> Result<(), UpError> {
-        for r in self.0.tx.iter().flatten() {
-            f(&mut r.lock().kring)?;
+        for q in self.0.tx.iter().flatten() {
+            f(&mut q.ring.lock().kring)?;
         }
-        for r in self.0.rx.iter().flatten() {
-            f(&mut r.lock().kring)?;
+        for q in self.0.rx.iter().flatten() {
+            f(&mut q.ring.lock().kring)?;
         }
         Ok(())
     }
@@ -91,121 +117,156 @@ impl Softc {
     /// rings' state, all in kernel memory (built in place: the device is
     /// several KiB).
     pub fn attach(shim: ShimDev, msix_vectors: u32, cfg: Config) -> Result<KBox<Softc>, Error> {
-        let o = ops().ok_or(Error::Invalid)?;
-        let mut found: Option<PtnetRsMemdev> = None;
-        let find = |q: &MemdevQuery| {
-            let mut m = PtnetRsMemdev { handle: core::ptr::null_mut(), base: core::ptr::null_mut(), size: 0 };
-            let q = PtnetRsMemdevQuery {
-                memid: q.memid,
-                nifp_ofs: q.nifp_ofs,
-                num_tx_rings: q.num_tx_rings,
-                num_rx_rings: q.num_rx_rings,
-                num_tx_slots: q.num_tx_slots,
-                num_rx_slots: q.num_rx_slots,
-            };
-            // SAFETY: `q` and `m` are valid for the call; the shim fills
-            // `m` on success.
-            if unsafe { (o.memdev_find)(shim.0, &q, &mut m) } != 0 {
-                return None;
-            }
-            found = Some(m);
-            let base = NonNull::new(m.base)?;
-            let size = usize::try_from(m.size).ok()?;
-            // SAFETY: the shim mapped `size` bytes at `base` and keeps the
-            // mapping until `memdev_release`, which runs only after the
-            // core is detached.
-            Some((MemdevRegs(m), unsafe { SharedRegion::new(base, size) }))
-        };
-        let release = |m: &PtnetRsMemdev| {
-            // SAFETY: `m` is what `memdev_find` returned for this device.
-            unsafe { (o.memdev_release)(shim.0, m) };
-        };
         let Some(mut mem) = KBox::uninit() else { return Err(Error::NoMemory) };
-        let attached = Ptnet::attach_into(&mut mem, ShimKernel { dev: shim }, Bar0(shim), msix_vectors, cfg, find);
-        let (dev, memdev) = match (attached.map(|_| ()), found) {
-            // SAFETY: `attach_into` initialised the memory.
-            (Ok(()), Some(m)) => (unsafe { mem.assume_init() }, m),
-            (Ok(()), None) => {
-                // SAFETY: as above.
-                unsafe { mem.assume_init() }.teardown();
-                return Err(Error::Invalid);
-            }
-            (Err((_, _, e)), m) => {
-                if let Some(m) = m {
-                    release(&m);
-                }
-                return Err(Error::Attach(e));
-            }
-        };
+        Ptnet::attach_into(&mut mem, ShimKernel { dev: shim }, Bar0(shim), msix_vectors, cfg)
+            .map_err(|(_, _, e)| Error::Attach(e))?;
+        // SAFETY: `attach_into` initialised the memory.
+        let mut dev = unsafe { mem.assume_init() };
         let info = *dev.info();
-        let Some(mem) = KBox::uninit() else {
-            let mut dev = dev;
+        let users = Users { if_up: false, netmap_rings: 0, memdev: None };
+        let (Some(mem), Ok(users)) = (KBox::uninit(), KLock::new(shim, c"ptnrs core", users)) else {
             dev.teardown();
-            release(&memdev);
             return Err(Error::NoMemory);
         };
         let mut sc = mem.write(Softc {
             dev,
             shim,
-            memdev,
             tx: [const { None }; MAX_RINGS],
             rx: [const { None }; MAX_RINGS],
-            users: Mutex::new(Users::default()),
-            netmap_mode: AtomicBool::new(false),
+            users,
             if_running: AtomicBool::new(false),
             netmap_drops: AtomicU64::new(0),
         });
         let mut ok = true;
         for (slot, _) in sc.tx.iter_mut().zip(0..info.num_tx_rings) {
-            *slot = KBox::uninit().map(|m| m.write(Mutex::new(TxRing::new(info.num_tx_slots))));
+            *slot = TxQueue::new(shim, info.num_tx_slots);
             ok &= slot.is_some();
         }
         for (slot, _) in sc.rx.iter_mut().zip(0..info.num_rx_rings) {
-            *slot = KBox::uninit().map(|m| m.write(Mutex::new(RxRing::new(info.num_rx_slots))));
+            *slot = RxQueue::new(shim, info.num_rx_slots);
             ok &= slot.is_some();
         }
         if !ok {
-            Softc::release(sc);
+            let _ = Softc::release(sc);
             return Err(Error::NoMemory);
         }
         Ok(sc)
     }
 
     /// Detaches the core, releases the memdev and frees everything (the
-    /// rings' queued packets too), in place.
-    pub fn release(mut sc: KBox<Softc>) {
+    /// rings' queued packets too), in place; returns the counters as they
+    /// end.
+    pub fn release(mut sc: KBox<Softc>) -> IfCounters {
         // The host stopped with the last user: what it never took is
         // counted and logged, not lost silently.
-        for (i, r) in (0u32..).zip(sc.tx.iter().flatten()) {
-            sc.dev.tx_abandon(i, &mut r.lock());
+        for (i, q) in (0u32..).zip(sc.tx.iter().flatten()) {
+            let mut r = q.ring.lock();
+            sc.dev.tx_abandon(i, &mut r);
+            let n = q.flush(&mut r);
+            r.stats.down_drops.add(n);
         }
+        let counters = sc.counters();
         sc.dev.teardown();
-        if let Some(o) = ops() {
-            // SAFETY: `memdev` is what `memdev_find` returned for `shim`.
-            unsafe { (o.memdev_release)(sc.shim.0, &sc.memdev) };
+        if let (Some(m), Some(o)) = (sc.users.lock().memdev.take(), ops()) {
+            // SAFETY: `m` is what `memdev_find` returned for this device.
+            unsafe { (o.memdev_release)(sc.shim.0, &m) };
         }
+        counters
+    }
+
+    /// Interface counters, summed over the rings (`if_get_counter`).
+    pub fn counters(&self) -> IfCounters {
+        let mut c = IfCounters { oqdrops: self.netmap_drops.load(Ordering::Relaxed), ..IfCounters::default() };
+        for q in self.tx.iter().flatten() {
+            c.add_tx(&q.ring.lock().stats);
+            c.oqdrops = c.oqdrops.saturating_add(q.handoff_drops.load(Ordering::Relaxed));
+        }
+        for q in self.rx.iter().flatten() {
+            c.add_rx(&q.ring.lock().stats);
+        }
+        c
     }
 
     pub fn core(&self) -> &Ptnet<ShimKernel, Bar0> {
         &self.dev
     }
 
-    fn tx_ring(&self, idx: u32) -> Option<&Mutex<TxState>> {
+    /// The shim's handle of this device.
+    pub fn shim(&self) -> ShimDev {
+        self.shim
+    }
+
+    /// netmap's `nm_config`: maps the host memory if needed (netmap asks
+    /// before it registers a client) and returns the buffer size.
+    pub fn nm_config(&self) -> Result<u32, Error> {
+        let mut users = self.users.lock();
+        self.ensure_memory(&mut users)?;
+        self.dev.layout().map(|l| l.buffers.buf_size()).ok_or(Error::Invalid)
+    }
+
+    fn txq(&self, idx: u32) -> Option<&TxQueue> {
         self.tx.get(idx as usize)?.as_deref()
     }
 
-    fn rx_ring(&self, idx: u32) -> Option<&Mutex<RxRing>> {
+    fn rxq(&self, idx: u32) -> Option<&RxQueue> {
         self.rx.get(idx as usize)?.as_deref()
     }
 
-    /// Waits until no datapath call holds a ring (after the mode flags
-    /// changed, new ones return early).
-    fn quiesce(&self) {
-        for r in self.tx.iter().flatten() {
-            drop(r.lock());
+    /// Finds and maps the host memory the first time the rings are needed
+    /// (the NIC may have attached before its memdev); the memdev is held
+    /// from then until detach.
+    fn ensure_memory(&self, users: &mut Users) -> Result<(), Error> {
+        if self.dev.layout().is_some() {
+            return Ok(());
         }
-        for r in self.rx.iter().flatten() {
-            drop(r.lock());
+        let o = ops().ok_or(Error::Invalid)?;
+        let memid = self.dev.info().memid;
+        let mut m = PtnetRsMemdev { handle: core::ptr::null_mut(), base: core::ptr::null_mut(), size: 0 };
+        // SAFETY: `m` is valid for the call; the shim fills it on success.
+        if unsafe { (o.memdev_find)(self.shim.0, memid, &mut m) } != 0 {
+            let e = AttachError::NoMemdev { memid };
+            self.dev.kernel().log(LogLevel::Error, format_args!("cannot map the host memory: {e} (is it attached?)"));
+            return Err(Error::Attach(e));
+        }
+        let mapped = (|| {
+            let base = NonNull::new(m.base).ok_or(AttachError::NoMemdev { memid })?;
+            let size = usize::try_from(m.size).map_err(|_| AttachError::NoMemdev { memid })?;
+            // SAFETY: the shim mapped `size` bytes at `base` and keeps the
+            // mapping until `memdev_release`, which runs only after the
+            // core is torn down.
+            let bar = unsafe { SharedRegion::new(base, size) };
+            self.dev.map_memory(&MemdevRegs(m), bar).map(|_| ())
+        })();
+        match mapped {
+            Ok(()) => {
+                users.memdev = Some(m);
+                Ok(())
+            }
+            Err(e) => {
+                self.dev.kernel().log(LogLevel::Error, format_args!("cannot map the host memory: {e}"));
+                // SAFETY: `m` is what `memdev_find` just returned.
+                unsafe { (o.memdev_release)(self.shim.0, &m) };
+                Err(Error::Attach(e))
+            }
+        }
+    }
+
+    /// Adds a user of the rings (see [`Ptnet::up`]) with the memory mapped.
+    fn add_user(&self, users: &mut Users) -> Result<(), Error> {
+        self.ensure_memory(users)?;
+        self.dev.up(EachRing(self)).map_err(|e| {
+            self.dev.kernel().log(LogLevel::Error, format_args!("cannot bring the rings up: {e}"));
+            Error::Up(e)
+        })
+    }
+
+    /// Waits until no datapath call holds a ring.
+    fn quiesce(&self) {
+        for q in self.tx.iter().flatten() {
+            drop(q.ring.lock());
+        }
+        for q in self.rx.iter().flatten() {
+            drop(q.ring.lock());
         }
     }
 
@@ -216,11 +277,13 @@ impl Softc {
         if users.if_up {
             return Ok(());
         }
-        self.dev.up(EachRing(self)).map_err(Error::Up)?;
+        self.add_user(&mut users)?;
         users.if_up = true;
         self.if_running.store(true, Ordering::Release);
-        if !users.netmap {
-            self.stack_interrupts_on();
+        for (i, q) in (0u32..).zip(self.rx.iter().flatten()) {
+            if !q.netmap.load(Ordering::Acquire) {
+                self.dev.set_interrupt(Dir::Rx, i, true);
+            }
         }
         Ok(())
     }
@@ -247,49 +310,96 @@ impl Softc {
     /// Frees what waits in the software queues (`if_qflush`, and going
     /// down); each packet is counted as a drop.
     pub fn flush_queues(&self) {
-        for r in self.tx.iter().flatten() {
-            let mut r = r.lock();
-            let n = r.flush(drop);
-            r.stats.down_drops.add(n as u64);
-        }
-    }
-
-    fn stack_interrupts_on(&self) {
-        for i in 0..self.dev.info().num_rx_rings {
-            self.dev.set_interrupt(Dir::Rx, i, true);
+        for q in self.tx.iter().flatten() {
+            let mut r = q.ring.lock();
+            let n = q.flush(&mut r);
+            r.stats.down_drops.add(n);
         }
     }
 
     /// `if_transmit`: the packet goes to its flow's ring (or the software
-    /// queue), or is freed and the error returned.
+    /// queue), or is freed and the error returned. When another thread
+    /// holds the ring, the packet is left for the ring's task instead of
+    /// waiting for the mutex.
     pub fn transmit(&self, pkt: MbufPkt) -> Result<(), Error> {
-        if self.netmap_mode.load(Ordering::Acquire) {
+        let i = flow_ring(&pkt, self.dev.info().num_tx_rings);
+        let q = self.txq(i).ok_or(Error::NoRing)?;
+        if q.netmap.load(Ordering::Acquire) {
             self.netmap_drops.fetch_add(1, Ordering::Relaxed);
             return Err(Error::Tx(TxError::Down));
         }
-        let i = flow_ring(&pkt, self.dev.info().num_tx_rings);
-        let ring = self.tx_ring(i).ok_or(Error::NoRing)?;
-        self.dev.transmit(i, &mut ring.lock(), Some(pkt), drop).map_err(Error::Tx)
+        if !self.if_running() {
+            q.ring.lock().stats.down_drops.inc();
+            return Err(Error::Tx(TxError::Down));
+        }
+        match q.ring.try_lock() {
+            Some(mut r) => {
+                let res = self.send_locked(i, q, &mut r, Some(pkt));
+                drop(r);
+                // A packet handed off between our drain and the unlock
+                // must not wait for the next transmit.
+                if !q.handoff.lock().is_empty() {
+                    self.schedule(Dir::Tx, i);
+                }
+                res
+            }
+            None => {
+                let full = q.handoff.lock().push(pkt).is_err();
+                self.schedule(Dir::Tx, i);
+                if full {
+                    q.handoff_drops.fetch_add(1, Ordering::Relaxed);
+                    return Err(Error::Tx(TxError::QueueFull));
+                }
+                Ok(())
+            }
+        }
     }
 
-    /// The TX task: resumes a ring's software queue after its interrupt.
+    /// Sends what the hand-off queue holds, then `pkt`, on a locked ring.
+    fn send_locked(&self, i: u32, q: &TxQueue, r: &mut TxState, pkt: Option<MbufPkt>) -> Result<(), Error> {
+        loop {
+            let Some(p) = q.handoff.lock().pop() else { break };
+            let _ = self.dev.transmit(i, r, Some(p), drop);
+        }
+        self.dev.transmit(i, r, pkt, drop).map_err(Error::Tx)
+    }
+
+    fn schedule(&self, dir: Dir, idx: u32) {
+        if let Some(o) = ops() {
+            // SAFETY: `shim` is the shim's own handle for this device.
+            unsafe { (o.task_enqueue)(self.shim.0, u32::from(dir == Dir::Rx), idx) };
+        }
+    }
+
+    /// The TX task: sends what was handed off and resumes the software
+    /// queue after the ring's interrupt.
     pub fn tx_task(&self, idx: u32) -> Result<(), Error> {
-        let ring = self.tx_ring(idx).ok_or(Error::NoRing)?;
-        if self.netmap_mode.load(Ordering::Acquire) {
+        let q = self.txq(idx).ok_or(Error::NoRing)?;
+        if q.netmap.load(Ordering::Acquire) {
             return Ok(());
         }
-        self.dev.transmit(idx, &mut ring.lock(), None, drop).map_err(Error::Tx)
+        let mut r = q.ring.lock();
+        if !self.if_running() {
+            let n = q.flush(&mut r);
+            r.stats.down_drops.add(n);
+            return Ok(());
+        }
+        self.send_locked(idx, q, &mut r, None)
     }
 
-    /// The once-a-second tick: every TX ring's watchdog. Returns how many
-    /// fired (their queued packets were freed and counted).
+    /// The once-a-second tick: the watchdog of every TX ring the stack
+    /// uses. Returns how many fired (their queued packets were freed and
+    /// counted).
     pub fn tick(&self, now_ms: u64, timeout_ms: u64) -> u32 {
-        if self.netmap_mode.load(Ordering::Acquire) || !self.if_running() {
+        if !self.if_running() {
             return 0;
         }
         let mut fired = 0u32;
-        for (i, r) in (0u32..).zip(self.tx.iter().flatten()) {
-            if self.dev.tx_watchdog(i, &mut r.lock(), now_ms, timeout_ms, drop) {
+        for (i, q) in (0u32..).zip(self.tx.iter().flatten()) {
+            if q.netmap.load(Ordering::Acquire) {
+                continue;
+            }
+            if self.dev.tx_watchdog(i, &mut q.ring.lock(), now_ms, timeout_ms, drop) {
                 fired = fired.saturating_add(1);
             }
         }
@@ -299,101 +409,210 @@ impl Softc {
     /// The once-a-second tick of RX ring `idx`: whether frames wait that
     /// lost their interrupt (the shim then runs the ring's task).
     pub fn rx_watchdog(&self, idx: u32) -> bool {
-        if self.netmap_mode.load(Ordering::Acquire) || !self.if_running() {
+        let Some(q) = self.rxq(idx) else { return false };
+        if q.netmap.load(Ordering::Acquire) || !self.if_running() {
             return false;
         }
-        self.rx_ring(idx).is_some_and(|r| self.dev.rx_watchdog(idx, &mut r.lock()))
+        self.dev.rx_watchdog(idx, &mut q.ring.lock())
     }
 
-    /// The RX task: up to `budget` frames of ring `idx` to the stack.
+    /// The RX task: up to `budget` frames of ring `idx` to the stack, in
+    /// batches received under the ring's mutex and handed up without it.
     /// Returns whether more are waiting (run again).
     pub fn rx_task(&self, idx: u32, budget: u32) -> Result<bool, Error> {
-        let ring = self.rx_ring(idx).ok_or(Error::NoRing)?;
-        if self.netmap_mode.load(Ordering::Acquire) || !self.if_running() {
+        let q = self.rxq(idx).ok_or(Error::NoRing)?;
+        let mut left = budget;
+        let mut more = false;
+        while left > 0 {
+            let mut sink = RxSink::new(self.shim, u16::try_from(idx).unwrap_or(u16::MAX));
+            {
+                let mut r = q.ring.lock();
+                if q.netmap.load(Ordering::Acquire) || !self.if_running() {
+                    return Ok(false);
+                }
+                let rep = self.dev.receive(idx, &mut r, left.min(RX_BATCH), &mut sink);
+                r.stats.no_memory.add(sink.dropped);
+                left = left.saturating_sub(rep.frames.max(1));
+                more = rep.more;
+            }
+            sink.input();
+            if !more {
+                break;
+            }
+        }
+        Ok(more)
+    }
+
+    /// The MSI-X handler of `vector`: counts it and says whether the stack
+    /// wants the ring's task (netmap decides first for its own rings).
+    pub fn intr(&self, vector: u32) -> bool {
+        let Some((dir, idx)) = self.dev.interrupt(vector) else {
+            return false;
+        };
+        let netmap = match dir {
+            Dir::Tx => self.txq(idx).is_some_and(|q| q.netmap.load(Ordering::Acquire)),
+            Dir::Rx => self.rxq(idx).is_some_and(|q| q.netmap.load(Ordering::Acquire)),
+        };
+        self.if_running() && !netmap
+    }
+
+    /// netmap takes ring `idx` of `dir` (`nm_register` for a kring whose
+    /// mode goes on): the first such ring brings the host up. The ring's
+    /// state is returned for netmap's kring and ring; in copy mode
+    /// (`guest`), frames the host delivered and the stack has not taken
+    /// are copied into the application's ring first. Stack packets queued
+    /// on a TX ring are freed and counted.
+    pub fn nm_ring_on(&self, dir: Dir, idx: u32, guest: Option<&PtnetRsNmRing>) -> Result<Kring, Error> {
+        let mut users = self.users.lock();
+        let owner = self.owner(dir, idx).ok_or(Error::NoRing)?;
+        if owner.load(Ordering::Acquire) {
+            return self.kring(dir, idx).ok_or(Error::NoRing);
+        }
+        if users.netmap_rings == 0 {
+            self.add_user(&mut users)?;
+        }
+        users.netmap_rings = users.netmap_rings.saturating_add(1);
+        owner.store(true, Ordering::Release);
+        let k = match dir {
+            Dir::Tx => {
+                let q = self.txq(idx).ok_or(Error::NoRing)?;
+                let mut r = q.ring.lock();
+                let n = q.flush(&mut r);
+                r.stats.down_drops.add(n);
+                r.kring
+            }
+            Dir::Rx => {
+                let q = self.rxq(idx).ok_or(Error::NoRing)?;
+                let r = q.ring.lock();
+                if let Some(view) = guest.and_then(|g| self.guest_view(g, Dir::Rx)) {
+                    let k = r.kring;
+                    let bad = self.dev.copy_from_host(idx, &view.0, &view.1, k.rhead, k.hwtail);
+                    r.stats.errors.add(u64::from(bad));
+                    q.copied.store(k.hwtail, Ordering::Relaxed);
+                }
+                r.kring
+            }
+        };
+        Ok(k)
+    }
+
+    /// netmap gives ring `idx` of `dir` back (its kring's mode goes off);
+    /// the last one stops the host unless the interface is up. Returns
+    /// true when the stack should look at the ring at once (an RX ring
+    /// whose interrupt was off while netmap had it).
+    pub fn nm_ring_off(&self, dir: Dir, idx: u32) -> Result<bool, Error> {
+        let mut users = self.users.lock();
+        let owner = self.owner(dir, idx).ok_or(Error::NoRing)?;
+        if !owner.load(Ordering::Acquire) {
             return Ok(false);
         }
-        let mut sink = RxSink::new(self.shim, u16::try_from(idx).unwrap_or(u16::MAX));
-        let mut r = ring.lock();
-        let rep = self.dev.receive(idx, &mut r, budget, &mut sink);
-        r.stats.no_memory.add(sink.dropped);
-        Ok(rep.more)
+        owner.store(false, Ordering::Release);
+        // No sync of netmap's runs on the ring past this.
+        match dir {
+            Dir::Tx => drop(self.txq(idx).map(|q| q.ring.lock())),
+            Dir::Rx => drop(self.rxq(idx).map(|q| q.ring.lock())),
+        }
+        users.netmap_rings = users.netmap_rings.saturating_sub(1);
+        let mut res = Ok(());
+        if users.netmap_rings == 0 {
+            res = self.dev.down().map_err(Error::Up);
+        }
+        let stack = users.if_up && dir == Dir::Rx;
+        if stack {
+            self.dev.set_interrupt(Dir::Rx, idx, true);
+        }
+        res.map(|()| stack)
     }
 
-    /// The MSI-X handler of `vector`.
-    pub fn intr(&self, vector: u32) -> IntrAction {
-        let Some((dir, idx)) = self.dev.interrupt(vector) else {
-            return IntrAction::None;
-        };
-        if self.netmap_mode.load(Ordering::Acquire) {
-            IntrAction::Netmap(dir, idx)
-        } else if self.if_running() {
-            IntrAction::Task(dir, idx)
-        } else {
-            IntrAction::None
+    fn owner(&self, dir: Dir, idx: u32) -> Option<&AtomicBool> {
+        match dir {
+            Dir::Tx => self.txq(idx).map(|q| &q.netmap),
+            Dir::Rx => self.rxq(idx).map(|q| &q.netmap),
         }
     }
 
-    /// netmap's `nm_register`: a netmap client takes (`on`) or gives back
-    /// the rings. On success with `on`, every ring's state is the host's,
-    /// for the shim to copy into netmap's krings ([`Softc::kring`]).
-    pub fn nm_register(&self, on: bool) -> Result<(), Error> {
-        let mut users = self.users.lock();
-        if on == users.netmap {
-            return Ok(());
-        }
-        if on {
-            // The stack's datapath stops first, then the rings align.
-            self.netmap_mode.store(true, Ordering::Release);
-            self.quiesce();
-            if let Err(e) = self.dev.up(EachRing(self)) {
-                self.netmap_mode.store(false, Ordering::Release);
-                return Err(Error::Up(e));
+    fn guest_view(&self, g: &PtnetRsNmRing, dir: Dir) -> Option<(ptnet::layout::RingLayout, crate::nmring::LutPool)> {
+        // SAFETY: the shim passes netmap's own ring and lookup table,
+        // valid for the call (the entry points' contract).
+        unsafe { g.view(dir) }
+    }
+
+    /// netmap's `nm_intr`: interrupts of the rings netmap holds on or off.
+    pub fn nm_intr(&self, on: bool) {
+        let info = self.dev.info();
+        for i in 0..info.num_tx_rings {
+            if self.txq(i).is_some_and(|q| q.netmap.load(Ordering::Acquire)) {
+                self.dev.set_interrupt(Dir::Tx, i, on);
             }
-            users.netmap = true;
-            return Ok(());
         }
-        users.netmap = false;
-        self.netmap_mode.store(false, Ordering::Release);
-        let res = self.dev.down().map_err(Error::Up);
-        if users.if_up {
-            self.stack_interrupts_on();
+        for i in 0..info.num_rx_rings {
+            if self.rxq(i).is_some_and(|q| q.netmap.load(Ordering::Acquire)) {
+                self.dev.set_interrupt(Dir::Rx, i, on);
+            }
         }
-        res
     }
 
     /// A ring's pointers as the driver holds them.
     pub fn kring(&self, dir: Dir, idx: u32) -> Option<Kring> {
         match dir {
-            Dir::Tx => self.tx_ring(idx).map(|r| r.lock().kring),
-            Dir::Rx => self.rx_ring(idx).map(|r| r.lock().kring),
+            Dir::Tx => self.txq(idx).map(|q| q.ring.lock().kring),
+            Dir::Rx => self.rxq(idx).map(|q| q.ring.lock().kring),
         }
     }
 
     /// netmap's `nm_txsync`/`nm_rxsync` on the application's `rhead` and
-    /// `rcur` (already checked by netmap's prologue); returns the ring's
-    /// new state.
-    pub fn nm_sync(&self, dir: Dir, idx: u32, rhead: u32, rcur: u32, opts: SyncOpts) -> Result<Kring, Error> {
-        let apply = |k: &mut Kring| {
-            if rhead >= k.num_slots || rcur >= k.num_slots {
-                return Err(Error::Invalid);
-            }
-            k.rhead = rhead;
-            k.rcur = rcur;
-            Ok(())
+    /// `rcur` (already checked by netmap's prologue, and checked again
+    /// here); returns the ring's new state. In copy mode (`guest`), the
+    /// slots the application hands over go to the host before the sync,
+    /// and the slots the host filled come back after it.
+    pub fn nm_sync(
+        &self,
+        dir: Dir,
+        idx: u32,
+        (rhead, rcur): (u32, u32),
+        opts: SyncOpts,
+        guest: Option<&PtnetRsNmRing>,
+    ) -> Result<Kring, Error> {
+        let view = match guest {
+            Some(g) => Some(self.guest_view(g, dir).ok_or(Error::Invalid)?),
+            None => None,
         };
         match dir {
             Dir::Tx => {
-                let mut r = self.tx_ring(idx).ok_or(Error::NoRing)?.lock();
-                apply(&mut r.kring)?;
+                let q = self.txq(idx).ok_or(Error::NoRing)?;
+                let mut r = self.netmap_ring(&q.ring, &q.netmap)?;
+                let from = r.kring.rhead;
+                r.kring.tx_prologue(rhead, rcur).map_err(|_| Error::Invalid)?;
+                if let Some((ring, bufs)) = &view {
+                    let bad = self.dev.copy_to_host(idx, ring, bufs, from, rhead);
+                    r.stats.refused.add(u64::from(bad));
+                }
                 self.dev.txsync(idx, &mut r.kring, opts).map_err(Error::Sync)?;
                 Ok(r.kring)
             }
             Dir::Rx => {
-                let mut r = self.rx_ring(idx).ok_or(Error::NoRing)?.lock();
-                apply(&mut r.kring)?;
-                self.dev.rxsync(idx, &mut r.kring, opts).map_err(Error::Sync)?;
-                Ok(r.kring)
+                let q = self.rxq(idx).ok_or(Error::NoRing)?;
+                let mut r = self.netmap_ring(&q.ring, &q.netmap)?;
+                r.kring.rx_prologue(rhead, rcur).map_err(|_| Error::Invalid)?;
+                let res = self.dev.rxsync(idx, &mut r.kring, opts).map_err(Error::Sync);
+                if let Some((ring, bufs)) = &view {
+                    let (from, to) = (q.copied.load(Ordering::Relaxed), r.kring.hwtail);
+                    let bad = self.dev.copy_from_host(idx, ring, bufs, from, to);
+                    r.stats.errors.add(u64::from(bad));
+                    q.copied.store(to, Ordering::Relaxed);
+                }
+                res.map(|()| r.kring)
             }
+        }
+    }
+
+    /// A ring netmap holds, locked; EINVAL for one it does not.
+    fn netmap_ring<'a, T>(&self, lock: &'a KLock<T>, owner: &AtomicBool) -> Result<KGuard<'a, T>, Error> {
+        let g = lock.lock();
+        if owner.load(Ordering::Acquire) {
+            Ok(g)
+        } else {
+            Err(Error::Invalid)
         }
     }
 
@@ -404,13 +623,79 @@ impl Softc {
         self.dev.restart(EachRing(self)).map_err(Error::Up)
     }
 
-    /// Runs `f` on a TX ring's state (counters), locked.
-    pub fn with_tx<T>(&self, idx: u32, f: impl FnOnce(&TxState) -> T) -> Option<T> {
-        self.tx_ring(idx).map(|r| f(&r.lock()))
+    /// `device_shutdown`: the host stops and forgets the CSB.
+    pub fn shutdown(&self) {
+        let _users = self.users.lock();
+        self.dev.shutdown();
+    }
+
+    /// Refuses detach while the interface is up or netmap holds a ring.
+    pub fn detachable(&self) -> Result<(), Error> {
+        let users = self.users.lock();
+        if users.if_up || users.netmap_rings > 0 {
+            Err(Error::Busy)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Runs `f` on a TX ring's state (counters), locked, with the packets
+    /// its hand-off queue dropped.
+    pub fn with_tx<T>(&self, idx: u32, f: impl FnOnce(&TxState, u64) -> T) -> Option<T> {
+        self.txq(idx).map(|q| f(&q.ring.lock(), q.handoff_drops.load(Ordering::Relaxed)))
     }
 
     /// As [`Softc::with_tx`] for an RX ring.
     pub fn with_rx<T>(&self, idx: u32, f: impl FnOnce(&RxRing) -> T) -> Option<T> {
-        self.rx_ring(idx).map(|r| f(&r.lock()))
+        self.rxq(idx).map(|q| f(&q.ring.lock()))
+    }
+}
+
+impl TxQueue {
+    /// A TX ring's state, built in kernel memory.
+    fn new(shim: ShimDev, slots: u32) -> Option<KBox<Self>> {
+        let mut mem = KBox::<MaybeUninit<Self>>::uninit()?;
+        let p = mem.as_mut_ptr();
+        // SAFETY: the fields of `*p` are initialised one by one through
+        // raw pointers into the box; on a failure the ones already made
+        // are dropped and the box is freed uninitialised.
+        unsafe {
+            let ring = &mut *addr_of_mut!((*p).ring).cast::<MaybeUninit<KLock<TxState>>>();
+            if !KLock::init_in(ring, shim, c"ptnrs txq", |t| {
+                TxRing::init_in(t, slots);
+            }) {
+                return None;
+            }
+            let handoff = &mut *addr_of_mut!((*p).handoff).cast::<MaybeUninit<KLock<Handoff>>>();
+            if !KLock::init_in(handoff, shim, c"ptnrs txq handoff", |q| {
+                SwQueue::init_in(q);
+            }) {
+                ring.assume_init_drop();
+                return None;
+            }
+            addr_of_mut!((*p).handoff_drops).write(AtomicU64::new(0));
+            addr_of_mut!((*p).netmap).write(AtomicBool::new(false));
+            Some(mem.assume_init())
+        }
+    }
+
+    /// Frees what the ring's software queue and hand-off queue hold;
+    /// returns how many.
+    fn flush(&self, r: &mut TxState) -> u64 {
+        let mut n = r.flush(drop) as u64;
+        let mut h = self.handoff.lock();
+        while h.pop().is_some() {
+            n = n.saturating_add(1);
+        }
+        n
+    }
+}
+
+impl RxQueue {
+    /// An RX ring's state, built in kernel memory.
+    fn new(shim: ShimDev, slots: u32) -> Option<KBox<Self>> {
+        let mem = KBox::<MaybeUninit<Self>>::uninit()?;
+        let ring = KLock::new(shim, c"ptnrs rxq", RxRing::new(slots)).ok()?;
+        Some(mem.write(Self { ring, netmap: AtomicBool::new(false), copied: AtomicU32::new(0) }))
     }
 }

@@ -16,6 +16,15 @@ fn header_matches_the_rust_declarations() {
         std::fs::write(&path, &generated).expect("write kmod/ptnet_rs.h");
         return;
     }
+    let text = String::from_utf8_lossy(&generated);
+    for name in text.lines().filter_map(|l| l.strip_prefix("struct ")) {
+        let name = name.trim_end_matches([' ', '{', ';']);
+        let snake = name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        assert!(
+            snake && (name.starts_with("ptnet_") || name == "mbuf"),
+            "struct {name}: every type of the header is ptnet_rs_<snake_case> (add it to cbindgen.toml's [export.rename])"
+        );
+    }
     let committed = std::fs::read(&path).unwrap_or_default();
     if committed != generated {
         let (c, g) = (String::from_utf8_lossy(&committed), String::from_utf8_lossy(&generated));

@@ -7,6 +7,7 @@ use ptnet_host_sim::app::baseline;
 use ptnet_host_sim::app::ifperf::{self, PeerKind};
 use ptnet_host_sim::app::pktgen::{self, Function, PktgenConfig};
 use ptnet_host_sim::app::soak::{self, SoakConfig};
+use ptnet_host_sim::guest::netmap::NmMode;
 use ptnet_host_sim::host::chaos::ChaosCounts;
 use ptnet_host_sim::host::kloop::KloopMode;
 use ptnet_host_sim::host::tap::{Peer, TapBridge};
@@ -94,6 +95,11 @@ struct PktgenArgs {
     /// Connect two VMs with a netmap pipe instead of a switch.
     #[arg(long)]
     pipe: bool,
+    /// The guests' netmap: `copy` (a stock FreeBSD kernel: netmap's own
+    /// buffers, the driver copies) or `zero-copy` (a kernel built with
+    /// WITH_PTNETMAP: applications use the host's rings).
+    #[arg(long, value_enum, default_value_t = NmMode::Copy)]
+    netmap: NmMode,
     /// Issue PTCTL delete/create in every VM every N milliseconds.
     #[arg(long)]
     restart_ms: Option<u64>,
@@ -229,6 +235,7 @@ fn world_config(a: &PktgenArgs) -> WorldConfig {
         topology: if a.pipe { Topology::Pipe } else { Topology::Vale },
         echo: a.verbose,
         chaos: a.chaos,
+        netmap: a.netmap,
         ..WorldConfig::default()
     }
 }
@@ -354,9 +361,8 @@ fn demo(duration: f64) -> Result<(), String> {
 fn print_footprint(w: &World) {
     let f = w.ifp(0).footprint();
     println!(
-        "Memory per interface (bounded at attach): softc {} B, ring state {} B, CSB {} B; software queues at most {} packets ({:.1} MiB)",
-        f.softc_bytes,
-        f.ring_state_bytes,
+        "Memory per interface (bounded at attach): kernel memory {} B (softc, rings, queues, mutexes), CSB {} B; software queues at most {} packets ({:.1} MiB)",
+        f.kernel_bytes,
         f.csb_bytes,
         f.txq_packets,
         f.txq_bytes_max as f64 / (1 << 20) as f64

@@ -4,6 +4,7 @@
 
 use crate::guest::device::{NmError, PtnetIf};
 use crate::guest::kernel::GuestKernel;
+use crate::guest::netmap::NmMode;
 use crate::host::chaos::Chaos;
 use crate::host::kloop::KloopMode;
 use crate::host::mem::{HostMemory, MemConfig};
@@ -50,6 +51,9 @@ pub struct WorldConfig {
     pub echo: bool,
     /// A hostile host, seeded (see [`Chaos`]).
     pub chaos: Option<u64>,
+    /// The guests' netmap allocator: a stock kernel's (copy) or a
+    /// `WITH_PTNETMAP` kernel's (zero copy).
+    pub netmap: NmMode,
 }
 
 impl Default for WorldConfig {
@@ -66,6 +70,7 @@ impl Default for WorldConfig {
             guest_ram: 4 << 20,
             echo: false,
             chaos: None,
+            netmap: NmMode::Copy,
         }
     }
 }
@@ -84,6 +89,7 @@ pub struct Vm {
     pub ifp: Option<Arc<PtnetIf>>,
     /// The final counters of every interface detached so far.
     pub retired: Vec<ptnet::ifnet::IfCounters>,
+    netmap: NmMode,
 }
 
 impl Vm {
@@ -94,12 +100,12 @@ impl Vm {
         let mem = port.mem.clone();
         let dev = PtnetDevice::new(port, mac, features, kernel.mem.clone(), kernel.irq.clone(), cfg.mode, chaos);
         let pci = vec![dev.function(), MemdevDevice::function(mem)];
-        Self { kernel, dev, pci, mac, ifp: None, retired: Vec::new() }
+        Self { kernel, dev, pci, mac, ifp: None, retired: Vec::new(), netmap: cfg.netmap }
     }
 
     /// Attaches the driver to the VM's ptnet device.
     pub fn attach(&mut self, cfg: ptnet::Config) -> Result<Arc<PtnetIf>, NmError> {
-        let ifp = PtnetIf::attach(&self.kernel, &self.pci, 0, cfg)?;
+        let ifp = PtnetIf::attach(&self.kernel, &self.pci, 0, cfg, self.netmap)?;
         self.ifp = Some(ifp.clone());
         Ok(ifp)
     }

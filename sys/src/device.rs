@@ -14,6 +14,7 @@ use crate::os::{DmaMemory, Kernel, LogLevel, Registers};
 use crate::shmem::SharedRegion;
 use core::mem::{size_of, MaybeUninit};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use spin::Once;
 
 /// Size of a CSB page: each direction's array gets one.
 pub const CSB_PAGE: usize = 4096;
@@ -50,14 +51,10 @@ pub struct DeviceInfo {
     pub num_tx_slots: u32,
     /// Slots per RX ring.
     pub num_rx_slots: u32,
-    /// Size of each netmap buffer.
-    pub buf_size: u32,
-    /// Host memory allocator id.
+    /// Host memory allocator id (`HOSTMEMID`): the memdev to map.
     pub memid: u32,
-    /// Size of the netmap memory region.
-    pub memsize: usize,
-    /// Offset of the `netmap_if` in it.
-    pub nifp_ofs: usize,
+    /// Offset of the `netmap_if` in that memory (`NIFP_OFS`).
+    pub nifp_ofs: u32,
 }
 
 impl DeviceInfo {
@@ -97,6 +94,10 @@ pub struct QueueStats {
     pub irqs: AtomicU64,
     /// Host updates rejected because they broke the ring invariants.
     pub host_errors: AtomicU64,
+    /// Times the host came back from `PTCTL` create with ring state that
+    /// does not continue the guest's (a re-registered port), which the
+    /// driver then adopted.
+    pub host_resets: AtomicU64,
 }
 
 /// A plain copy of [`QueueStats`].
@@ -110,6 +111,8 @@ pub struct QueueCounters {
     pub irqs: u64,
     /// Host updates rejected.
     pub host_errors: u64,
+    /// Host ring states adopted after a reset.
+    pub host_resets: u64,
 }
 
 impl QueueStats {
@@ -120,6 +123,7 @@ impl QueueStats {
             kicks: AtomicU64::new(0),
             irqs: AtomicU64::new(0),
             host_errors: AtomicU64::new(0),
+            host_resets: AtomicU64::new(0),
         }
     }
 
@@ -130,6 +134,7 @@ impl QueueStats {
             kicks: self.kicks.load(Ordering::Relaxed),
             irqs: self.irqs.load(Ordering::Relaxed),
             host_errors: self.host_errors.load(Ordering::Relaxed),
+            host_resets: self.host_resets.load(Ordering::Relaxed),
         }
     }
 }
@@ -138,10 +143,9 @@ fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
-/// One ring's CSB entries, kick register and counters.
-#[derive(Debug)]
 /// A ring's notification state, made on demand from the CSB and the ring
 /// number (so that the device stays small).
+#[derive(Debug)]
 struct Queue<'a> {
     csb: CsbRing,
     kick: u32,
@@ -149,11 +153,18 @@ struct Queue<'a> {
 }
 
 /// An attached ptnet device.
+///
+/// Attach reads and checks the NIC's registers and programs the CSB; the
+/// host's netmap memory behind the memdev is mapped and checked later
+/// ([`Ptnet::map_memory`]), before the rings are first used, as the C
+/// driver finalizes netmap's memory at init: the NIC may attach before its
+/// memdev, and a memdev that is not there yet costs an `ifconfig up`
+/// error, not the interface.
 pub struct Ptnet<K: Kernel, R: Registers> {
     kernel: K,
     regs: R,
     info: DeviceInfo,
-    layout: NetmapLayout,
+    layout: Once<NetmapLayout>,
     csb: DmaMemory,
     stats: [QueueStats; MAX_RINGS],
     running: AtomicBool,
@@ -162,26 +173,6 @@ pub struct Ptnet<K: Kernel, R: Registers> {
     ifstate: IfState,
     /// The CSB is freed ([`Ptnet::teardown`]).
     torn_down: bool,
-}
-
-/// What attach asks the OS for when it needs the host memory: the
-/// memdev exporting memory `memid`, for a port of this geometry (already
-/// checked; netmap's own guest allocator wants it too).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MemdevQuery {
-    /// Host memory id (`HOSTMEMID`).
-    pub memid: u32,
-    /// Offset of the `netmap_if` (`NIFP_OFS`, checked against the memory
-    /// after the memdev is found).
-    pub nifp_ofs: u32,
-    /// TX rings.
-    pub num_tx_rings: u32,
-    /// RX rings.
-    pub num_rx_rings: u32,
-    /// Slots per TX ring.
-    pub num_tx_slots: u32,
-    /// Slots per RX ring.
-    pub num_rx_slots: u32,
 }
 
 /// Every ring's kring, visited in ring-number order (TX first) while the
@@ -201,6 +192,8 @@ impl<'k, I: Iterator<Item = &'k mut Kring>> KringSet for I {
 /// Why bringing the rings up failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpError {
+    /// The host's netmap memory is not mapped yet ([`Ptnet::map_memory`]).
+    NoMemory,
     /// `PTCTL` failed.
     Ptctl(AttachError),
     /// The host's ring state is inconsistent.
@@ -210,6 +203,7 @@ pub enum UpError {
 impl core::fmt::Display for UpError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
+            UpError::NoMemory => f.write_str("the host's netmap memory is not mapped"),
             UpError::Ptctl(e) => write!(f, "{e}"),
             UpError::Sync(SyncError::NoRing) => f.write_str("no such ring"),
             UpError::Sync(SyncError::Host(b)) => {
@@ -230,37 +224,27 @@ pub enum SyncError {
 
 impl<K: Kernel, R: Registers> Ptnet<K, R> {
     /// Attaches to a ptnet function: negotiates features, reads and checks
-    /// the configuration registers and the host memory layout, allocates
-    /// the CSB and hands its address to the device. `find_memdev` returns
-    /// the register window and memory BAR mapping of the ptnetmap-memdev
-    /// with the given host memory id (the OS keeps track of memdevs, as
-    /// netmap does). Nothing is left allocated or programmed when attach
-    /// fails; the kernel services and registers are handed back.
-    pub fn attach<M: Registers>(
-        kernel: K,
-        regs: R,
-        msix_vectors: u32,
-        cfg: Config,
-        find_memdev: impl FnOnce(&MemdevQuery) -> Option<(M, SharedRegion)>,
-    ) -> Result<Self, (K, R, AttachError)> {
+    /// the configuration registers, allocates the CSB and hands its
+    /// address to the device. Nothing is left allocated or programmed when
+    /// attach fails; the kernel services and registers are handed back.
+    pub fn attach(kernel: K, regs: R, msix_vectors: u32, cfg: Config) -> Result<Self, (K, R, AttachError)> {
         let mut slot = MaybeUninit::uninit();
-        Self::attach_into(&mut slot, kernel, regs, msix_vectors, cfg, find_memdev)?;
+        Self::attach_into(&mut slot, kernel, regs, msix_vectors, cfg)?;
         // SAFETY: `attach_into` initialised the slot when it succeeded.
         Ok(unsafe { slot.assume_init() })
     }
 
     /// [`Ptnet::attach`] into memory the caller provides: a kernel builds
     /// the device in its softc, never on its small stack.
-    pub fn attach_into<M: Registers>(
+    pub fn attach_into(
         slot: &mut MaybeUninit<Self>,
         kernel: K,
         regs: R,
         msix_vectors: u32,
         cfg: Config,
-        find_memdev: impl FnOnce(&MemdevQuery) -> Option<(M, SharedRegion)>,
     ) -> Result<&mut Self, (K, R, AttachError)> {
-        match Self::probe(&regs, msix_vectors, cfg, find_memdev) {
-            Ok((info, layout)) => Self::finish_attach(slot, kernel, regs, info, layout),
+        match Self::probe(&regs, msix_vectors, cfg) {
+            Ok(info) => Self::finish_attach(slot, kernel, regs, info),
             Err(e) => {
                 kernel.log(LogLevel::Error, format_args!("attach failed: {e}"));
                 Err((kernel, regs, e))
@@ -268,12 +252,7 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
         }
     }
 
-    fn probe<M: Registers>(
-        regs: &R,
-        msix_vectors: u32,
-        cfg: Config,
-        find_memdev: impl FnOnce(&MemdevQuery) -> Option<(M, SharedRegion)>,
-    ) -> Result<(DeviceInfo, NetmapLayout), AttachError> {
+    fn probe(regs: &R, msix_vectors: u32, cfg: Config) -> Result<DeviceInfo, AttachError> {
         let wanted = if cfg.want_vnet_hdr { Features::VNET_HDR } else { Features::empty() };
         regs.write32(reg::PTFEAT, wanted.bits());
         let granted_raw = regs.read32(reg::PTFEAT);
@@ -301,50 +280,29 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
                 return Err(AttachError::BadSlotCount { dir, slots });
             }
         }
-
-        let nic_memid = regs.read32(reg::HOSTMEMID);
-        let nifp_ofs = regs.read32(reg::NIFP_OFS);
-        let query = MemdevQuery {
-            memid: nic_memid,
-            nifp_ofs,
+        let vnet_hdr_len = Self::negotiate_hdr_len(regs, features)?;
+        let hi = regs.read32(reg::MAC_HI).to_be_bytes();
+        let lo = regs.read32(reg::MAC_LO).to_be_bytes();
+        Ok(DeviceInfo {
+            mac: [hi[2], hi[3], lo[0], lo[1], lo[2], lo[3]],
+            features,
+            vnet_hdr_len,
             num_tx_rings: num_tx,
             num_rx_rings: num_rx,
             num_tx_slots: tx_slots,
             num_rx_slots: rx_slots,
-        };
-        let (memdev_regs, memdev_bar) = find_memdev(&query).ok_or(AttachError::NoMemdev { memid: nic_memid })?;
-        let memdev = Memdev::probe(&memdev_regs, memdev_bar)?;
-        if nic_memid != memdev.memid {
-            return Err(AttachError::MemIdMismatch { nic: nic_memid, memdev: memdev.memid });
-        }
-        let layout = NetmapLayout::locate(memdev, Expected { nifp_ofs, num_tx, num_rx, tx_slots, rx_slots })?;
-
-        let vnet_hdr_len = Self::negotiate_hdr_len(regs, features)?;
-        let hi = regs.read32(reg::MAC_HI).to_be_bytes();
-        let lo = regs.read32(reg::MAC_LO).to_be_bytes();
-        let mac = [hi[2], hi[3], lo[0], lo[1], lo[2], lo[3]];
-        Ok((
-            DeviceInfo {
-                mac,
-                features,
-                vnet_hdr_len,
-                num_tx_rings: num_tx,
-                num_rx_rings: num_rx,
-                num_tx_slots: tx_slots,
-                num_rx_slots: rx_slots,
-                buf_size: layout.buffers.buf_size(),
-                memid: memdev.memid,
-                memsize: memdev.region.len(),
-                nifp_ofs: layout.nifp_ofs,
-            },
-            layout,
-        ))
+            memid: regs.read32(reg::HOSTMEMID),
+            nifp_ofs: regs.read32(reg::NIFP_OFS),
+        })
     }
 
-    /// Asks for the 10-byte header when the feature was granted (0
-    /// otherwise) and checks what the host port actually uses.
+    /// Asks for the 12-byte header (`virtio_net_hdr_mrg_rxbuf`, what
+    /// FreeBSD's and Linux's C drivers use, so that a VALE switch shared
+    /// with their ports passes packets without converting) when the feature
+    /// was granted, 0 otherwise, and checks what the host port actually
+    /// uses: 10 bytes is accepted too.
     fn negotiate_hdr_len(regs: &R, features: Features) -> Result<u32, AttachError> {
-        let wanted = if features.contains(Features::VNET_HDR) { size_of::<VirtioNetHdr>() as u32 } else { 0 };
+        let wanted = if features.contains(Features::VNET_HDR) { size_of::<VirtioNetHdrMrgRxbuf>() as u32 } else { 0 };
         regs.write32(reg::VNET_HDR_LEN, wanted);
         let len = regs.read32(reg::VNET_HDR_LEN);
         let usable = len == 0
@@ -362,7 +320,6 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
         kernel: K,
         regs: R,
         info: DeviceInfo,
-        layout: NetmapLayout,
     ) -> Result<&mut Self, (K, R, AttachError)> {
         let Some(csb) = kernel.alloc_dma(2 * CSB_PAGE, CSB_PAGE) else {
             kernel.log(LogLevel::Error, format_args!("attach failed: {}", AttachError::CsbAlloc));
@@ -380,30 +337,33 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
             kernel.free_dma(csb);
             return Err((kernel, regs, AttachError::CsbAlloc));
         }
-        // CSB allocation protocol: high half first, the low half write
-        // makes the hypervisor map the page.
-        let ktoa_paddr = csb.paddr.wrapping_add(CSB_PAGE as u64);
-        for (bah, bal, pa) in
-            [(reg::CSB_GH_BAH, reg::CSB_GH_BAL, csb.paddr), (reg::CSB_HG_BAH, reg::CSB_HG_BAL, ktoa_paddr)]
-        {
-            regs.write32(bah, (pa >> 32) as u32);
-            regs.write32(bal, pa as u32);
-        }
+        Self::program_csb(&regs, csb.paddr);
         let dev = slot.write(Self {
             kernel,
             regs,
             info,
-            layout,
+            layout: Once::new(),
             csb,
             stats: [const { QueueStats::new() }; MAX_RINGS],
             running: AtomicBool::new(false),
             users: AtomicU32::new(0),
             started_once: AtomicBool::new(false),
-            ifstate: IfState::new(info.vnet_hdr_len, info.buf_size),
+            ifstate: IfState::new(info.vnet_hdr_len),
             torn_down: false,
         });
         dev.log_attach();
         Ok(dev)
+    }
+
+    /// Hands the CSB's guest-physical address to the device (0 withdraws
+    /// it). CSB allocation protocol: high half first; the low half write
+    /// makes the hypervisor map (or unmap) the page.
+    fn program_csb(regs: &R, paddr: u64) {
+        let ktoa = if paddr == 0 { 0 } else { paddr.wrapping_add(CSB_PAGE as u64) };
+        for (bah, bal, pa) in [(reg::CSB_GH_BAH, reg::CSB_GH_BAL, paddr), (reg::CSB_HG_BAH, reg::CSB_HG_BAL, ktoa)] {
+            regs.write32(bah, (pa >> 32) as u32);
+            regs.write32(bal, pa as u32);
+        }
     }
 
     fn log_attach(&self) {
@@ -412,13 +372,58 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
         self.kernel.log(
             LogLevel::Info,
             format_args!(
-                "Ethernet address {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, {} tx/{} rx rings, {}/{} slots, {}-byte buffers, features <{}> (vnet hdr {} bytes)",
+                "Ethernet address {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, {} tx/{} rx rings, {}/{} slots, host memory {}, features <{}> (vnet hdr {} bytes)",
                 m[0], m[1], m[2], m[3], m[4], m[5],
-                i.num_tx_rings, i.num_rx_rings, i.num_tx_slots, i.num_rx_slots, i.buf_size,
+                i.num_tx_rings, i.num_rx_rings, i.num_tx_slots, i.num_rx_slots, i.memid,
                 if i.features.contains(Features::VNET_HDR) { "VNET_HDR" } else { "" },
                 i.vnet_hdr_len
             ),
         );
+    }
+
+    /// Maps the host's netmap memory: `regs` and `bar` are the register
+    /// window and memory BAR of the ptnetmap-memdev the OS found for
+    /// [`DeviceInfo::memid`]. The memory is checked against the NIC's
+    /// registers (memory id, the `netmap_if`, every ring, the buffer pool)
+    /// once; later calls return the first mapping. The MTU limit follows
+    /// the buffer size from then on.
+    pub fn map_memory<M: Registers>(&self, regs: &M, bar: SharedRegion) -> Result<&NetmapLayout, AttachError> {
+        if let Some(l) = self.layout.get() {
+            return Ok(l);
+        }
+        let i = &self.info;
+        let memdev = Memdev::probe(regs, bar)?;
+        if memdev.memid != i.memid {
+            return Err(AttachError::MemIdMismatch { nic: i.memid, memdev: memdev.memid });
+        }
+        let exp = Expected {
+            nifp_ofs: i.nifp_ofs,
+            num_tx: i.num_tx_rings,
+            num_rx: i.num_rx_rings,
+            tx_slots: i.num_tx_slots,
+            rx_slots: i.num_rx_slots,
+        };
+        let layout = self.layout.try_call_once(|| NetmapLayout::locate(memdev, exp))?;
+        let b = layout.buffers;
+        if let Some(mtu) = self.ifstate.limit_to_buffers(b.buf_size(), i.vnet_hdr_len) {
+            self.kernel.log(LogLevel::Warning, format_args!("MTU lowered to {mtu}: the host's buffers are smaller"));
+        }
+        self.kernel.log(
+            LogLevel::Info,
+            format_args!(
+                "host memory {}: {} bytes, {} buffers of {} bytes",
+                i.memid,
+                layout.memdev.region.len(),
+                b.count(),
+                b.buf_size()
+            ),
+        );
+        Ok(layout)
+    }
+
+    /// The host memory's layout, once mapped.
+    pub fn layout(&self) -> Option<&NetmapLayout> {
+        self.layout.get()
     }
 
     /// The network interface's capabilities and MTU.
@@ -429,8 +434,12 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
     /// Adds a user of the rings (a netmap client, or the interface going
     /// up); the first one brings the host up and aligns every ring with it
     /// (`krings` in ring-number order, TX first, all locked by the caller,
-    /// as is the OS's core lock around `up`/`down`/`restart`).
+    /// as is the OS's core lock around `up`/`down`/`restart`). The memory
+    /// must be mapped.
     pub fn up(&self, krings: impl KringSet) -> Result<(), UpError> {
+        if self.layout().is_none() {
+            return Err(UpError::NoMemory);
+        }
         if self.users.load(Ordering::Acquire) == 0 {
             self.bring_up(krings)?;
         }
@@ -493,11 +502,6 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
     /// What the device reported at attach.
     pub fn info(&self) -> &DeviceInfo {
         &self.info
-    }
-
-    /// The validated host memory layout.
-    pub fn layout(&self) -> &NetmapLayout {
-        &self.layout
     }
 
     /// The kernel services this device was attached with.
@@ -566,29 +570,60 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
         }
     }
 
+    fn ring_slots(&self, dir: Dir) -> u32 {
+        match dir {
+            Dir::Tx => self.info.num_tx_slots,
+            Dir::Rx => self.info.num_rx_slots,
+        }
+    }
+
     /// After the first [`Ptnet::start`]: takes the ring state the host
     /// wrote into the CSB, checked for consistency.
     pub fn adopt_ring(&self, dir: Dir, idx: u32) -> Result<Kring, SyncError> {
         let q = self.queue(dir, idx).ok_or(SyncError::NoRing)?;
-        let n = match dir {
-            Dir::Tx => self.info.num_tx_slots,
-            Dir::Rx => self.info.num_rx_slots,
-        };
-        let (hwtail, hwcur) = csb::appl_read(&q.csb);
-        let (head, cur, _) = csb::kern_read(&q.csb);
-        Kring::from_host(n, hwcur, hwtail, head, cur).map_err(|e| self.host_error(&q, dir, idx, e))
+        self.adopt(&q, dir, idx)
     }
 
-    /// After a later [`Ptnet::start`] (the host kept its ring state across
-    /// delete and create): hands the host the guest's own `head`/`cur`
-    /// again, so slots published before the restart are neither lost nor
-    /// sent twice, and checks the host's pointers against the guest's.
+    fn adopt(&self, q: &Queue<'_>, dir: Dir, idx: u32) -> Result<Kring, SyncError> {
+        let (hwtail, hwcur) = csb::appl_read(&q.csb);
+        let (head, cur, _) = csb::kern_read(&q.csb);
+        Kring::from_host(self.ring_slots(dir), hwcur, hwtail, head, cur).map_err(|e| self.host_error(q, dir, idx, e))
+    }
+
+    /// After a later [`Ptnet::start`]. A host that kept its ring state
+    /// across delete and create (a restart, a migration) continues the
+    /// guest's: the guest hands it its own `head`/`cur` again, so slots
+    /// published before the restart are neither lost nor sent twice. A
+    /// host whose port was registered anew (netmap rewrites the CSB from
+    /// fresh krings) does not: its state is adopted, as the C driver does
+    /// on every create, and what the guest had in flight on the ring is
+    /// counted (`host_resets`) and logged rather than refused forever.
     /// Returns whether the caller must kick (pending work).
     pub fn resume_ring(&self, dir: Dir, idx: u32, k: &mut Kring) -> Result<bool, SyncError> {
         let q = self.queue(dir, idx).ok_or(SyncError::NoRing)?;
-        csb::appl_write(&q.csb, k.rcur, k.rhead);
         let (hwtail, hwcur) = csb::appl_read(&q.csb);
-        k.host_update(hwcur, hwtail).map_err(|e| self.host_error(&q, dir, idx, e))?;
+        let mut cont = *k;
+        if cont.host_update(hwcur, hwtail).is_err() {
+            let fresh = self.adopt(&q, dir, idx)?;
+            let n = q.stats.host_resets.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+            if log_this(n, 64) {
+                self.kernel.log(
+                    LogLevel::Warning,
+                    format_args!(
+                        "{dir} ring {idx}: the host's ring state was reset (hwcur {} hwtail {}, ours {} {}); adopted, {} slots in flight dropped",
+                        fresh.hwcur,
+                        fresh.hwtail,
+                        k.hwcur,
+                        k.hwtail,
+                        k.pending()
+                    ),
+                );
+            }
+            *k = fresh;
+            return Ok(false);
+        }
+        csb::appl_write(&q.csb, k.rcur, k.rhead);
+        *k = cont;
         let kick = k.pending() > 0;
         if kick {
             self.kick(&q);
@@ -683,6 +718,17 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
         Some((dir, idx))
     }
 
+    /// System shutdown (`device_shutdown`): stops the host and withdraws
+    /// the CSB addresses, so that the host never writes into pages the next
+    /// kernel reuses after a reboot. Nothing is freed: the OS is going
+    /// away, and the device keeps working as detached (syncs fail).
+    pub fn shutdown(&self) {
+        if let Err(e) = self.stop() {
+            self.kernel.log(LogLevel::Warning, format_args!("shutdown: {e}"));
+        }
+        Self::program_csb(&self.regs, 0);
+    }
+
     /// Detaches: stops the host, withdraws the CSB addresses from the
     /// device and frees the CSB. Returns the kernel services and registers
     /// so the OS can release its resources.
@@ -702,9 +748,7 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
         if let Err(e) = self.stop() {
             self.kernel.log(LogLevel::Warning, format_args!("detach: {e}"));
         }
-        for r in [reg::CSB_GH_BAH, reg::CSB_GH_BAL, reg::CSB_HG_BAH, reg::CSB_HG_BAL] {
-            self.regs.write32(r, 0);
-        }
+        Self::program_csb(&self.regs, 0);
         self.kernel.free_dma(self.csb);
         self.kernel.log(LogLevel::Info, format_args!("detached"));
     }

@@ -304,14 +304,18 @@ impl Fixture {
     }
 
     /// Attaches the core with as many vectors as the NIC registers claim
-    /// rings.
+    /// rings, and maps the memory as a first `up` would; a device whose
+    /// memory is refused is detached again.
     pub fn attach(&self, cfg: Config) -> Result<Ptnet<&FakeKernel, &FakeRegs>, AttachError> {
-        let bar = self.layout.region();
-        let memdev = &self.memdev;
         let count = |off| self.nic.values.borrow().get(&off).copied().unwrap_or(0u32);
         let vectors = count(reg::NUM_TX_RINGS).saturating_add(count(reg::NUM_RX_RINGS));
-        Ptnet::attach(&self.kernel, &self.nic, vectors, cfg, |q| (q.memid == 7).then_some((memdev, bar)))
-            .map_err(|(_, _, e)| e)
+        let dev = Ptnet::attach(&self.kernel, &self.nic, vectors, cfg).map_err(|(_, _, e)| e)?;
+        if let Err(e) = dev.map_memory(&self.memdev, self.layout.region()) {
+            crate::os::Kernel::log(&&self.kernel, crate::os::LogLevel::Error, format_args!("attach failed: {e}"));
+            dev.detach();
+            return Err(e);
+        }
+        Ok(dev)
     }
 
     /// The host's view of ring `id`'s CSB entry: the fake kernel's one

@@ -30,21 +30,34 @@ pub struct IfState {
     supported: IfCap,
     enabled: AtomicU32,
     mtu: AtomicU32,
-    max_mtu: u32,
+    /// Largest MTU: the protocol's until the host memory is mapped, then
+    /// what its buffers carry ([`IfState::limit_to_buffers`]).
+    max_mtu: AtomicU32,
 }
 
 impl IfState {
     /// The state of a fresh interface: every supported capability on, MTU
-    /// 1500 (or less if the buffers cannot carry it).
-    pub fn new(vnet_hdr_len: u32, buf_size: u32) -> Self {
+    /// 1500.
+    pub fn new(vnet_hdr_len: u32) -> Self {
         let supported = caps::supported(vnet_hdr_len > 0);
-        let max_mtu = caps::max_mtu(buf_size, MAX_FRAGS as u32, vnet_hdr_len);
         Self {
             supported,
             enabled: AtomicU32::new(supported.bits()),
-            mtu: AtomicU32::new(caps::ETHER_MTU.min(max_mtu)),
-            max_mtu,
+            mtu: AtomicU32::new(caps::ETHER_MTU),
+            max_mtu: AtomicU32::new(caps::MAX_IP_MTU),
         }
+    }
+
+    /// Lowers the largest MTU to what `buf_size`-byte buffers carry in one
+    /// slot chain (and the MTU with it); returns the MTU if it had to drop.
+    pub fn limit_to_buffers(&self, buf_size: u32, vnet_hdr_len: u32) -> Option<u32> {
+        let max = caps::max_mtu(buf_size, MAX_FRAGS as u32, vnet_hdr_len);
+        self.max_mtu.fetch_min(max, Ordering::Relaxed);
+        let mtu = self.mtu();
+        (mtu > max).then(|| {
+            self.mtu.store(max, Ordering::Relaxed);
+            max
+        })
     }
 
     /// What the interface can do (`if_capabilities`).
@@ -72,7 +85,7 @@ impl IfState {
 
     /// Largest MTU the buffers allow (with `JUMBO_MTU`).
     pub fn max_mtu(&self) -> u32 {
-        self.max_mtu
+        self.max_mtu.load(Ordering::Relaxed)
     }
 
     /// `SIOCSIFCAP`: applies a request, returns what is now enabled.
@@ -80,7 +93,7 @@ impl IfState {
         let next = caps::apply(self.enabled(), requested, self.supported)?;
         // Without JUMBO_MTU a jumbo MTU cannot stay.
         if !next.contains(IfCap::JUMBO_MTU) && self.mtu() > caps::ETHER_MTU {
-            self.mtu.store(caps::ETHER_MTU.min(self.max_mtu), Ordering::Relaxed);
+            self.mtu.store(caps::ETHER_MTU.min(self.max_mtu()), Ordering::Relaxed);
         }
         self.enabled.store(next.bits(), Ordering::Relaxed);
         Ok(next)
@@ -88,14 +101,14 @@ impl IfState {
 
     /// `SIOCSIFMTU`.
     pub fn set_mtu(&self, mtu: u32) -> Result<(), MtuError> {
-        if caps::mtu_ok(mtu, self.enabled(), self.max_mtu) {
+        if caps::mtu_ok(mtu, self.enabled(), self.max_mtu()) {
             self.mtu.store(mtu, Ordering::Relaxed);
             Ok(())
         } else {
             let max = if self.enabled().contains(IfCap::JUMBO_MTU) {
-                self.max_mtu
+                self.max_mtu()
             } else {
-                caps::ETHER_MTU.min(self.max_mtu)
+                caps::ETHER_MTU.min(self.max_mtu())
             };
             Err(MtuError { mtu, min: caps::MIN_MTU, max })
         }

@@ -241,7 +241,7 @@ pub struct NetmapLayout {
     /// Offset of each validated ring, by ring number (TX rings first). A
     /// [`RingLayout`] is made from it on demand, so the layout stays small
     /// enough to live on a kernel stack.
-    ring_ofs: [usize; MAX_RINGS],
+    ring_ofs: [u32; MAX_RINGS],
     /// Number of TX rings.
     pub num_tx: u32,
     /// Number of RX rings.
@@ -330,8 +330,13 @@ impl NetmapLayout {
             for i in 0..count {
                 let ring = layout.locate_ring(dir, i, first.wrapping_add(i), slots)?;
                 let id = if dir == Dir::Tx { i } else { ni_tx.saturating_add(i) };
+                let ofs = u32::try_from(ring.ofs).map_err(|_| AttachError::BadRingOffset {
+                    dir,
+                    ring: i,
+                    ofs: ring.ofs as i64,
+                })?;
                 if let Some(entry) = layout.ring_ofs.get_mut(id as usize) {
-                    *entry = ring.ofs;
+                    *entry = ofs;
                 }
             }
         }
@@ -419,7 +424,7 @@ impl NetmapLayout {
         if idx >= count {
             return None;
         }
-        let ofs = *self.ring_ofs.get(id as usize)?;
+        let ofs = *self.ring_ofs.get(id as usize)? as usize;
         let region = self.memdev.region.sub(ofs, RingLayout::bytes(num_slots)?).ok()?;
         Some(RingLayout { dir, ofs, region, num_slots })
     }

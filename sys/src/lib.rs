@@ -14,6 +14,8 @@
 //! - [`kring`]: ring pointers and their invariants.
 //! - [`csb`]: the guest side of the CSB synchronisation protocol.
 //! - [`device`]: attach, bring-up, per-ring syncs, interrupts, detach.
+//! - [`nmcopy`]: netmap mode on stock kernels, copying between the
+//!   guest's netmap buffers and the host's.
 //! - [`ifnet`], [`tx`], [`rx`]: the network interface: capabilities and
 //!   MTU, the transmit and receive datapaths.
 //! - [`net`]: headers, checksums, offloads and segmentation for the
@@ -45,6 +47,7 @@ pub mod ifnet;
 pub mod kring;
 pub mod layout;
 pub mod net;
+pub mod nmcopy;
 pub mod os;
 pub mod rx;
 pub mod shmem;

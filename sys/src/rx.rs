@@ -116,12 +116,15 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
     /// at the end, the interrupt is re-armed (with the double check);
     /// `more` says whether to call again right away.
     pub fn receive<S: FrameSink>(&self, idx: u32, ring: &mut RxRing, budget: u32, sink: &mut S) -> RxReport {
+        let Some(bufs) = self.layout().map(|l| l.buffers) else {
+            return RxReport::default();
+        };
         let _ = self.rxsync(idx, &mut ring.kring, SyncOpts::default());
         let mut out = Counting { inner: sink, frames: 0, bytes: 0, refused: 0 };
         let mut handled = 0u32;
         while handled < budget {
             let k = &mut ring.kring;
-            let mut frags = Frags::new(&self.layout().buffers, self.info().vnet_hdr_len as usize);
+            let mut frags = Frags::new(&bufs, self.info().vnet_hdr_len as usize);
             match self.gather(idx, k, &mut frags) {
                 Chain::Empty => break,
                 Chain::Bad { slots } => {
@@ -176,7 +179,7 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
 
     /// Collects the slots of the frame starting at `k.rcur`.
     fn gather(&self, idx: u32, k: &Kring, frags: &mut Frags<'_>) -> Chain {
-        let Some(ring) = self.layout().ring(Dir::Rx, idx) else {
+        let Some(ring) = self.layout().and_then(|l| l.ring(Dir::Rx, idx)) else {
             return Chain::Empty;
         };
         let mut j = k.rcur;

@@ -13,7 +13,6 @@ use crate::device::Ptnet;
 use crate::kring::{advance, cyclic_dist, next, Dir, Kring};
 use crate::layout::{Buffers, RingLayout};
 use crate::net::caps::IfCap;
-use crate::net::cksum::Csum;
 use crate::net::frame::MAX_FRAGS;
 use crate::net::hdr::{self, ETHERTYPE_VLAN, MAX_HDR};
 use crate::net::offload::{tx_header, TxRefusal, TxRequest};
@@ -21,6 +20,8 @@ use crate::os::{Kernel, LogLevel, Registers};
 use crate::shmem::SharedRegion;
 use crate::slots::{slots_for, SlotWriter};
 use core::fmt;
+use core::mem::MaybeUninit;
+use core::ptr::addr_of_mut;
 
 /// A packet the stack hands to the driver (an mbuf chain).
 pub trait TxPacket {
@@ -38,6 +39,9 @@ pub trait TxPacket {
     /// Copies bytes `[off, off + len)` into shared memory `dst` at
     /// `dst_off`; false when out of range.
     fn copy_to(&self, off: usize, len: usize, dst: &SharedRegion, dst_off: usize) -> bool;
+    /// The packet is in the ring, on its way to the host: the OS shows it
+    /// to packet taps (`ETHER_BPF_MTAP`) before it is freed.
+    fn on_ring(&self) {}
 }
 
 /// The TX ring for a packet among `rings`: the stack's flow id when it
@@ -83,6 +87,24 @@ impl<P, const N: usize> Default for SwQueue<P, N> {
 }
 
 impl<P, const N: usize> SwQueue<P, N> {
+    /// Builds an empty queue where it is to live: a kernel must not make a
+    /// queue of several KiB on its 16 KiB stack first.
+    pub fn init_in(slot: &mut MaybeUninit<Self>) -> &mut Self {
+        let p = slot.as_mut_ptr();
+        // SAFETY: every field of `*p` is written exactly once through raw
+        // pointers into `slot` (the array element by element, all `N` of
+        // them), after which the value is fully initialised.
+        unsafe {
+            let slots = addr_of_mut!((*p).slots).cast::<Option<P>>();
+            for i in 0..N {
+                slots.add(i).write(None);
+            }
+            addr_of_mut!((*p).head).write(0);
+            addr_of_mut!((*p).len).write(0);
+            slot.assume_init_mut()
+        }
+    }
+
     /// Appends a packet, or gives it back when the queue is full.
     pub fn push(&mut self, p: P) -> Result<(), P> {
         if self.len >= N {
@@ -172,6 +194,21 @@ pub struct TxRing<P, const N: usize> {
 }
 
 impl<P, const N: usize> TxRing<P, N> {
+    /// [`TxRing::new`] in place (see [`SwQueue::init_in`]).
+    pub fn init_in(slot: &mut MaybeUninit<Self>, num_slots: u32) -> &mut Self {
+        let p = slot.as_mut_ptr();
+        // SAFETY: each field is written exactly once through raw pointers
+        // into `slot` (the queue by its own in-place constructor, through
+        // a `MaybeUninit` of the same layout), then the value is complete.
+        unsafe {
+            addr_of_mut!((*p).kring).write(Kring::new(Dir::Tx, num_slots));
+            SwQueue::init_in(&mut *addr_of_mut!((*p).queue).cast::<MaybeUninit<SwQueue<P, N>>>());
+            addr_of_mut!((*p).stall).write(None);
+            addr_of_mut!((*p).stats).write(TxStats::default());
+            slot.assume_init_mut()
+        }
+    }
+
     /// A ring of `num_slots` slots with an empty queue.
     pub fn new(num_slots: u32) -> Self {
         Self {
@@ -255,16 +292,16 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
                 return Err(TxError::QueueFull);
             }
         }
-        let Some(layout) = self.layout().ring(Dir::Tx, idx) else {
+        let Some((layout, bufs)) = self.layout().and_then(|l| Some((l.ring(Dir::Tx, idx)?, l.buffers))) else {
             return Ok(());
         };
-        let bufs = self.layout().buffers;
         let mut wrote = false;
         let mut refreshed = false;
         let mut waiting_for = 0;
         while let Some(p) = ring.queue.front() {
             match self.encap(&layout, &bufs, &mut ring.kring, p) {
                 Encap::Sent { csum, tso } => {
+                    p.on_ring();
                     let st = &ring.stats;
                     st.packets.inc();
                     st.bytes.add(p.len() as u64);
@@ -360,7 +397,7 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
     /// Returns how many.
     pub fn tx_abandon<P, const N: usize>(&self, idx: u32, ring: &mut TxRing<P, N>) -> u32 {
         let mut k = ring.kring;
-        let Some(layout) = self.layout().ring(Dir::Tx, idx) else { return 0 };
+        let Some(layout) = self.layout().and_then(|l| l.ring(Dir::Tx, idx)) else { return 0 };
         if self.peek(Dir::Tx, idx, &mut k).is_err() {
             return 0;
         }
@@ -404,7 +441,6 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
         let len = p.len();
         let wire_len = len.saturating_add(tag_len);
         let hdr_len = self.info().vnet_hdr_len as usize;
-        let mut seed = None;
         let vhdr = if req.offloads() {
             if hdr_len == 0 {
                 return Encap::Refused(Refusal::Offload(TxRefusal::NotEnabled));
@@ -418,14 +454,13 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
             // Whatever the device can do is honoured, not only what is
             // enabled: a packet built just before a capability went off
             // must not be lost (the stack stops asking at once).
-            let v = match tx_header(&h, &req, crate::net::caps::hwassist(self.ifstate().supported())) {
+            // The stack's checksum field goes out as it is: FreeBSD seeds
+            // it with the pseudo-header sum including the length, for TSO
+            // too, which is what virtio-net hosts expect.
+            match tx_header(&h, &req, crate::net::caps::hwassist(self.ifstate().supported())) {
                 Ok(v) => v,
                 Err(e) => return Encap::Refused(Refusal::Offload(e)),
-            };
-            if v.gso_type != 0 {
-                seed = tso_seed(&prefix, &h).map(|(at, b)| (at.saturating_sub(tag_len), b));
             }
-            v
         } else {
             VirtioNetHdr::default()
         };
@@ -438,20 +473,9 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
             return Encap::NoRoom { need: need as u32 };
         }
         let mut w = SlotWriter::new(ring, bufs, k.rhead);
-        // Copies packet bytes [from, from + n), with the TSO seed patched in.
+        // Copies packet bytes [from, from + n).
         let copy = |w: &mut SlotWriter<'_>, from: usize, n: usize| {
-            let end = from.saturating_add(n);
-            let put = |w: &mut SlotWriter<'_>, a: usize, b: usize| {
-                w.put(b.saturating_sub(a), |buf, at, done, m| p.copy_to(a.saturating_add(done), m, buf, at))
-            };
-            match seed {
-                Some((at, bytes)) if at >= from && at.saturating_add(2) <= end => {
-                    put(w, from, at);
-                    w.bytes(&bytes);
-                    put(w, at.saturating_add(2), end);
-                }
-                _ => put(w, from, end),
-            }
+            w.put(n, |buf, at, done, m| p.copy_to(from.saturating_add(done), m, buf, at))
         };
         let vb = vhdr.to_le_bytes();
         w.bytes(vb.get(..hdr_len).unwrap_or(&[]));
@@ -474,21 +498,6 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
         k.rcur = k.rhead;
         Encap::Sent { csum: vhdr.flags != 0, tso: vhdr.gso_type != 0 }
     }
-}
-
-/// The TCP checksum field a TSO packet must carry towards the host: the
-/// pseudo-header sum including the TCP length, as virtio-net defines it
-/// for partial checksums and as Linux's segmentation relies on. FreeBSD's
-/// stack leaves the sum without the length for TSO (what hardware wants),
-/// so the driver adds it. Returns the field's wire offset and new bytes.
-fn tso_seed(prefix: &[u8; MAX_HDR], h: &hdr::Headers) -> Option<(usize, [u8; 2])> {
-    let at = h.l4_off.checked_add(16)?;
-    let old = prefix.get(at..at.checked_add(2)?)?;
-    let tcp_len = u32::try_from(h.frame_end.checked_sub(h.l4_off)?).ok()?;
-    let mut c = Csum::new();
-    c.add(old);
-    c.add_u32(tcp_len);
-    Some((at, c.fold().to_be_bytes()))
 }
 
 /// The first bytes of the frame as it goes on the wire (with the 802.1Q

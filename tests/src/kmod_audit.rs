@@ -1,7 +1,7 @@
-//! The audit of the kernel module's Rust object (`make kmod-audit`): the
-//! relocatable object that `ld -r` makes of the Rust archive, with the
-//! exported entry points as roots, must be something FreeBSD's amd64 kld
-//! loader can load and the kernel can run.
+//! The audit of the kernel module (`make kmod-audit`): the linked
+//! `ptnrs.ko` (the C shim and the Rust archive), and the Rust object alone,
+//! must be something FreeBSD's amd64 kld loader can load and the kernel
+//! can run.
 //!
 //! - ELF64 x86-64, relocatable (`ET_REL`, as amd64 modules are);
 //! - relocations only of the types `sys/amd64/amd64/elf_machdep.c`
@@ -10,8 +10,12 @@
 //! - no SSE, AVX, MMX or x87 instruction (the kernel does not save the
 //!   FPU state for it);
 //! - no `.init_array`/`.ctors`/`.fini_array`/`.dtors`, no TLS sections;
-//! - undefined symbols only from an allowed list (the kernel's `memcpy`
-//!   family);
+//! - undefined symbols only from an allowed list: the kernel's `memcpy`
+//!   family for the Rust object, `kmod/kernel-symbols` (each symbol with
+//!   the FreeBSD source file that exports it) for the module; the linker
+//!   set bounds `__start_set_X`/`__stop_set_X`, which the kld linker
+//!   defines for a module's own `set_X` section, only when that section
+//!   exists;
 //! - no stack frame above a limit, measured from the compiler's
 //!   `.stack_sizes` records, and every function must have one (a function
 //!   without a record fails the audit rather than being skipped).
@@ -92,6 +96,47 @@ impl fmt::Display for Report {
             }
             writeln!(f, "audit FAILED ({} violations)", self.violations.len())
         }
+    }
+}
+
+/// The kernel symbols a module may use: `kmod/kernel-symbols` and its
+/// like, one symbol a line, then the FreeBSD source file that exports it,
+/// then a note (`#` starts a comment line).
+#[derive(Debug, Default, Clone)]
+pub struct SymbolList {
+    /// Symbol to (source file, note).
+    pub entries: BTreeMap<String, (String, String)>,
+}
+
+impl SymbolList {
+    /// Parses a list; every entry must name its source file.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut entries = BTreeMap::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let mut words = line.split_whitespace();
+            let (Some(sym), Some(file)) = (words.next(), words.next()) else {
+                return Err(format!("line {}: `{line}` names no source file", n + 1));
+            };
+            let note = words.collect::<Vec<_>>().join(" ");
+            if entries.insert(sym.to_string(), (file.to_string(), note)).is_some() {
+                return Err(format!("line {}: {sym} listed twice", n + 1));
+            }
+        }
+        Ok(Self { entries })
+    }
+
+    /// Adds another list's entries (a build's own list on top of the common one).
+    pub fn extend(&mut self, other: SymbolList) {
+        self.entries.extend(other.entries);
+    }
+
+    /// The names, as the audit takes them.
+    pub fn names(&self) -> Vec<&str> {
+        self.entries.keys().map(String::as_str).collect()
     }
 }
 
@@ -184,14 +229,41 @@ fn relocation_name(t: u32) -> &'static str {
 }
 
 fn check_symbols(file: &ElfFile64<'_, Endianness>, extra: &[&str], r: &mut Report) {
+    let sections: BTreeSet<&str> = file.sections().filter_map(|s| s.name().ok()).collect();
+    // The kld linker resolves a symbol when a relocation of a loaded
+    // section needs it; a declaration nothing uses (sys/pcpu.h's
+    // __GLOBL(__start_set_pcpu) in every kernel unit) is never looked up.
+    let e = file.endian();
+    let used: BTreeSet<usize> = file
+        .sections()
+        .filter(|s| s.elf_section_header().sh_flags(e) & u64::from(elf::SHF_ALLOC) != 0)
+        .flat_map(|s| s.relocations().collect::<Vec<_>>())
+        .filter_map(|(_, rel)| match rel.target() {
+            RelocationTarget::Symbol(i) => Some(i.0),
+            _ => None,
+        })
+        .collect();
     for sym in file.symbols() {
         if sym.is_undefined() && sym.index().0 != 0 {
             let name = sym.name().unwrap_or("?").to_string();
-            if name.is_empty() {
+            if name.is_empty() || !used.contains(&sym.index().0) {
                 continue;
             }
-            if !KERNEL_SYMBOLS.contains(&name.as_str()) && !extra.contains(&name.as_str()) {
-                r.violations.push(format!("undefined symbol {name} (not the shim's nor the kernel's memcpy family)"));
+            let set = name.strip_prefix("__start_").or_else(|| name.strip_prefix("__stop_"));
+            let allowed = match set {
+                // The kld linker bounds a linker set of the module itself.
+                Some(set) if set.starts_with("set_") => sections.contains(set),
+                _ => KERNEL_SYMBOLS.contains(&name.as_str()) || extra.contains(&name.as_str()),
+            };
+            if !allowed {
+                let why = match set {
+                    Some(set) => format!("no section {set} in the module for the kld linker to bound"),
+                    None => {
+                        "not on the list of kernel symbols: find the FreeBSD source file that exports it and list it"
+                            .to_string()
+                    }
+                };
+                r.violations.push(format!("undefined symbol {name}: {why}"));
             }
             r.undefined.insert(name);
         } else if sym.kind() == SymbolKind::Tls {
@@ -321,7 +393,9 @@ fn check_frames(file: &ElfFile64<'_, Endianness>, r: &mut Report) {
     }
     for name in funcs.values() {
         if !sized.contains_key(name) {
-            r.violations.push(format!("no stack size recorded for {name} (build with -Z emit-stack-sizes)"));
+            r.violations.push(format!(
+                "no stack size recorded for {name} (build Rust with -Z emit-stack-sizes, C with -fstack-size-section)"
+            ));
         }
     }
     let mut frames: Vec<(u64, String)> = sized.into_iter().map(|(n, s)| (s, n)).collect();

@@ -7,7 +7,8 @@
 
 use ptnet::ifnet::IfCounters;
 use ptnet_host_sim::guest::device::PtnetIf;
-use ptnet_host_sim::guest::ifnet::{live_mbufs, InputQueue, SimPacket};
+use ptnet_host_sim::guest::ifnet::{InputQueue, SimPacket};
+use ptnet_host_sim::guest::shim::live_mbufs;
 use ptnet_host_sim::host::kloop::KloopMode;
 use ptnet_host_sim::world::{World, WorldConfig};
 use ptnet_tests::udp_frame;

@@ -192,6 +192,9 @@ fn fill_burst(ring: &AppRing, tmpl: &mut Template, ring_id: u8, seq: &mut u64, m
 }
 
 /// Consumes every packet waiting in `ring`, calling `f` on each frame.
+/// Room for the largest frame a chain of slots may carry.
+const SCRATCH: usize = 65536;
+
 fn drain(ring: &AppRing, scratch: &mut [u8], mut f: impl FnMut(&mut [u8])) -> u64 {
     let mut cur = ring.cur();
     let tail = ring.tail();
@@ -299,8 +302,7 @@ fn vm_thread(
         Ok(port)
     })?;
     let info = ifp.info();
-    let scratch_len = info.buf_size as usize;
-    let mut scratch = vec![0u8; scratch_len];
+    let mut scratch = vec![0u8; SCRATCH];
     let mut tracker = SeqTracker::default();
     let mut tmpl = role.send_to.map(|d| Template::new(cfg.size, me as u8, world_macs[me], d as u8, world_macs[d]));
     let mut seqs = vec![0u64; info.num_tx_rings as usize];
@@ -328,15 +330,16 @@ fn vm_thread(
                     let n = fill_burst(&ring, tmpl, i as u8, seq, max);
                     sent += u64::from(n);
                     progress += n;
-                    port.sync(Dir::Tx, i as u32)?;
                 }
                 sh.vms[me].tx.store(sent, Ordering::Relaxed);
                 if progress > 0 {
                     sh.active();
                 }
-                if progress == 0 && !role.receive {
-                    port.poll(Dir::Tx, Duration::from_millis(10))?;
-                }
+                // As pkt-gen's sender: poll() hands the filled slots over
+                // and waits for room (a sender that also receives only
+                // syncs: it must not sleep on TX).
+                let wait = if progress == 0 && !role.receive { Duration::from_millis(10) } else { Duration::ZERO };
+                port.poll(Dir::Tx, wait)?;
             }
         }
         if role.receive {
@@ -353,7 +356,7 @@ fn vm_thread(
                     got += drain(&ring, &mut scratch, |p| {
                         // Only frames for us: before the switch has learned
                         // every address, some traffic is flooded.
-                        if p[..6] == world_macs[me] {
+                        if p.starts_with(&world_macs[me]) {
                             tracker.record(p);
                         }
                     });
@@ -397,7 +400,7 @@ fn pinger(ifp: Arc<PtnetIf>, macs: Vec<[u8; 6]>, cfg: PktgenConfig, sh: Arc<Shar
         Ok(port)
     })?;
     let mut tmpl = Template::new(cfg.size, 0, macs[0], 1, macs[1]);
-    let mut scratch = vec![0u8; ifp.info().buf_size as usize];
+    let mut scratch = vec![0u8; SCRATCH];
     let pacer = Pacer { start: Instant::now(), rate: cfg.rate };
     let mut seq = 0u64;
     let mut rtts = Vec::new();
@@ -440,7 +443,7 @@ fn ponger(ifp: Arc<PtnetIf>, macs: Vec<[u8; 6]>, sh: Arc<Shared>) -> Result<(), 
         send_one(&port, &announce(macs[1]))?;
         Ok(port)
     })?;
-    let mut scratch = vec![0u8; ifp.info().buf_size as usize];
+    let mut scratch = vec![0u8; SCRATCH];
     while sh.senders_left.load(Ordering::Acquire) > 0 {
         if !port.poll(Dir::Rx, Duration::from_millis(20))? {
             continue;

@@ -17,7 +17,8 @@
 use crate::app::ifperf::{self, PeerKind};
 use crate::app::pktgen::{self, PktgenConfig};
 use crate::guest::device::Footprint;
-use crate::guest::ifnet::{live_mbufs, InputQueue};
+use crate::guest::ifnet::InputQueue;
+use crate::guest::shim::live_mbufs;
 use crate::host::kloop::KloopMode;
 use crate::rng::Rng;
 use crate::world::{World, WorldConfig};

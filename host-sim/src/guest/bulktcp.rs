@@ -330,8 +330,11 @@ impl BulkTcp {
         let at = h.l4_off + 16;
         let mut req = TxRequest::default();
         if let Some(mss) = tso_mss {
-            // FreeBSD's TSO convention: the pseudo-header sum without length.
-            let seed = pseudo(&f, 0).fold();
+            // tcp_output() (sys/netinet/tcp_output.c) seeds a TSO segment
+            // as any other: the pseudo-header sum with the TCP length of
+            // the whole segment ("The TCP pseudo header checksum is always
+            // provided").
+            let seed = pseudo(&f, len).fold();
             f[at..at + 2].copy_from_slice(&seed.to_be_bytes());
             req.csum_flags = csum_flag | tso_flag;
             req.tso_segsz = mss;

@@ -1,26 +1,25 @@
-//! The attached ptnet device in the simulated guest kernel (`ptnet0`): the
-//! driver instance, each ring's state behind its lock, interrupt dispatch,
-//! and who uses the rings (netmap applications or the network stack).
+//! The attached ptnet device in the simulated guest kernel (`ptnet0`), as
+//! `kmod/ptnet_shim.c` attaches it: the archive's softc (crate
+//! `ptnet-ffi`, the code that ships in the module) behind its entry
+//! points, the shim's state the archive calls back into
+//! ([`super::shim::ShimDev`]), the MSI-X handlers, and the netmap adapter.
 //!
-//! The per-ring locks play netmap's kring locks and the driver's queue
-//! mutexes; the core lock around `up`/`down` plays the softc lock.
+//! The shim's sx lock (init, stop, ioctl, netmap registration, restart) is
+//! [`PtnetIf::lock`]; the archive's own mutexes guard its rings.
 
-use super::kernel::{GuestKernel, GuestOs, Handler, PciBar};
-use super::wait::{Vcpu, WaitQueue};
+use super::kernel::{GuestKernel, GuestOs, Handler};
+use super::netmap::{NmAdapter, NmMode};
+use super::shim::{self, ShimDev};
 use crate::hv::PciFunction;
-use ptnet::abi::regs::{memdev as mreg, PCI_DEVICE_ID_MEMDEV, PCI_DEVICE_ID_PTNET, PCI_VENDOR_ID};
-use ptnet::device::{QueueCounters, UpError};
+use ptnet::abi::regs::{Features, PCI_DEVICE_ID_PTNET, PCI_VENDOR_ID};
+use ptnet::device::QueueCounters;
 use ptnet::ifnet::IfCounters;
-use ptnet::kring::{Dir, Kring};
-use ptnet::rx::RxRing;
-use ptnet::tx::TxRing;
-use ptnet::{AttachError, Config, DeviceInfo, Ptnet, SyncError};
+use ptnet::kring::Dir;
+use ptnet::{Config, DeviceInfo};
+use ptnet_ffi::{PtnetRsIfCounters, PtnetRsInfo, PtnetRsSoftc, PTNET_RS_INTR_TASK};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
-
-/// Packets a TX ring's software queue holds (`PTNET_BUF_RING_SIZE`-like).
-pub const TXQ_LEN: usize = 512;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
 /// The transmit watchdog's timeout (as FreeBSD drivers' 5 s).
 pub const TX_TIMEOUT_MS: u64 = 5_000;
@@ -29,23 +28,19 @@ pub const TX_TIMEOUT_MS: u64 = 5_000;
 /// nothing grows with traffic or with what the host writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Footprint {
-    /// The driver instance (softc) itself.
-    pub softc_bytes: usize,
-    /// Per-ring state: pointers, counters and the software queues' slots.
-    pub ring_state_bytes: usize,
+    /// Kernel memory (`malloc`) the driver took at attach: its softc, the
+    /// rings' state with their software queues, their mutexes.
+    pub kernel_bytes: usize,
     /// DMA memory (the CSB).
     pub csb_bytes: usize,
-    /// Packets the software queues may hold, over all TX rings.
+    /// Packets the software and hand-off queues may hold, over all TX rings.
     pub txq_packets: usize,
     /// The most those packets may weigh (each at most a 64 KiB frame).
     pub txq_bytes_max: usize,
 }
 
-/// A packet from the guest stack: an mbuf chain, here one buffer.
-pub type TxPkt = super::ifnet::SimPacket;
-
-/// Errors of the guest's device calls, as errno-like values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Errors of the guest's device calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NmError {
     /// The application's `head`/`cur` broke the ring invariants (the ring
     /// was reset to the kernel's view, as `netmap_ring_reinit` does).
@@ -54,12 +49,17 @@ pub enum NmError {
     Io,
     /// No such ring.
     NoRing,
-    /// Attaching failed.
-    Attach(AttachError),
-    /// Bringing the rings up or down failed.
-    Up(UpError),
+    /// Still in use.
+    Busy,
     /// No ptnet device to attach to.
     NoDevice,
+    /// The driver refused: its errno and the console line that says why.
+    Failed {
+        /// errno.
+        errno: i32,
+        /// The driver's last error line on the console.
+        why: String,
+    },
 }
 
 impl fmt::Display for NmError {
@@ -68,67 +68,49 @@ impl fmt::Display for NmError {
             NmError::Inval => f.write_str("invalid ring pointers (EINVAL)"),
             NmError::Io => f.write_str("host ring state inconsistent (EIO)"),
             NmError::NoRing => f.write_str("no such ring (ENXIO)"),
-            NmError::Attach(e) => write!(f, "{e}"),
-            NmError::Up(e) => write!(f, "{e}"),
+            NmError::Busy => f.write_str("device busy (EBUSY)"),
             NmError::NoDevice => f.write_str("no ptnet device (ENXIO)"),
+            NmError::Failed { errno, why } => write!(f, "{why} (errno {errno})"),
         }
     }
 }
 
-impl From<SyncError> for NmError {
-    fn from(e: SyncError) -> Self {
-        match e {
-            SyncError::NoRing => NmError::NoRing,
-            SyncError::Host(_) => NmError::Io,
-        }
+/// An errno from an entry point, without the console's explanation.
+fn errno_to_nm(rc: i32) -> NmError {
+    match rc {
+        22 => NmError::Inval,
+        16 => NmError::Busy,
+        _ => NmError::Failed { errno: rc, why: format!("error {rc}") },
     }
 }
 
-impl From<UpError> for NmError {
-    fn from(e: UpError) -> Self {
-        NmError::Up(e)
-    }
-}
-
-/// Who uses the rings.
-#[derive(Debug, Default)]
-pub(crate) struct Users {
-    pub netmap: u32,
-    pub if_up: bool,
-}
+/// The archive's softc pointer; the archive serialises its own state.
+struct Rs(*mut PtnetRsSoftc);
+// SAFETY: the softc's entry points may be called from any thread.
+unsafe impl Send for Rs {}
+// SAFETY: as above.
+unsafe impl Sync for Rs {}
 
 /// An attached ptnet interface.
 pub struct PtnetIf {
     /// Interface name.
     pub name: String,
-    pub(crate) dev: Ptnet<GuestOs, PciBar>,
-    os: GuestOs,
-    pub(crate) tx: Vec<Mutex<TxRing<TxPkt, TXQ_LEN>>>,
-    pub(crate) rx: Vec<Mutex<RxRing>>,
-    /// Sleepers in netmap `poll()`, per direction (TX, RX): any ring's
-    /// interrupt of that direction wakes them, as netmap's `selinfo`.
-    pub(crate) waits: [WaitQueue; 2],
-    pub(crate) users: Mutex<Users>,
-    /// Mirrors `users.netmap > 0` for the datapath and the interrupt
-    /// handler, which must not take the core lock (a kloop raising an
-    /// interrupt may be what a `PTCTL` delete under that lock waits for).
-    pub(crate) netmap_mode: AtomicBool,
-    /// Mirrors `users.if_up`, for the same reason.
-    pub(crate) if_running: AtomicBool,
-    /// Rings (by number) whose interrupt is waiting for the interface's
-    /// service routine.
-    pub(crate) pending: AtomicU64,
-    /// The guest CPU that runs the interface's service routine.
-    pub(crate) vcpu: Vcpu,
-    /// Interrupts that arrived while nobody used the rings.
+    rs: Rs,
+    pub(crate) shim: Box<ShimDev>,
+    info: DeviceInfo,
+    /// The shim's sx lock: init, stop, ioctl, netmap registration, restart.
+    pub(crate) lock: Mutex<()>,
+    /// `IFF_DRV_RUNNING`.
+    pub(crate) if_running: std::sync::atomic::AtomicBool,
+    pub(crate) netmap: NmAdapter,
+    /// Interrupts no user wanted.
     pub stray_irqs: AtomicU32,
-    /// Stack packets dropped while netmap applications owned the rings.
-    pub(crate) netmap_drops: AtomicU64,
-    /// The guest's clock for the transmit watchdog: attach time, the last
-    /// watchdog run (ms since attach) and its timeout (ms).
+    /// The guest's clock for the watchdog callout: attach time, the last
+    /// run (ms since attach) and the transmit timeout (ms).
     pub(crate) born: std::time::Instant,
     pub(crate) watchdog_last: AtomicU64,
     pub(crate) tx_timeout_ms: AtomicU64,
+    kernel_bytes: usize,
     /// The PCI functions whose BARs the driver uses (`bus_alloc_resource`):
     /// holding them keeps the mapped memory alive while the driver runs.
     _resources: Vec<PciFunction>,
@@ -136,13 +118,16 @@ pub struct PtnetIf {
 
 impl PtnetIf {
     /// Probes the VM's PCI functions for ptnet unit `unit` and attaches
-    /// the driver to it, finding its memdev by host memory id.
+    /// the driver to it, as the shim's `device_attach` does; netmap's
+    /// adapter works in `mode` (copy on a stock kernel).
     pub fn attach(
         kernel: &Arc<GuestKernel>,
         pci: &[PciFunction],
         unit: u32,
         cfg: Config,
+        mode: NmMode,
     ) -> Result<Arc<Self>, NmError> {
+        shim::register();
         let name = format!("ptnet{unit}");
         let f = pci
             .iter()
@@ -150,42 +135,75 @@ impl PtnetIf {
             .nth(unit as usize)
             .ok_or(NmError::NoDevice)?;
         let os = GuestOs::new(kernel.clone(), &name);
-        let find_memdev = |q: &ptnet::device::MemdevQuery| {
-            pci.iter()
-                .filter(|m| m.vendor == PCI_VENDOR_ID && m.device == PCI_DEVICE_ID_MEMDEV)
-                .find(|m| m.io.read32(mreg::MEMID) == q.memid)
-                .and_then(|m| Some((PciBar(m.io.clone()), m.mem_bar?)))
+        let shim = ShimDev::new(os, f, pci);
+        let mut flags = 0;
+        if cfg.want_vnet_hdr {
+            flags |= ptnet_ffi::PTNET_RS_WANT_VNET_HDR;
+        }
+        if cfg.require_vnet_hdr {
+            flags |= ptnet_ffi::PTNET_RS_REQUIRE_VNET_HDR;
+        }
+        let before = shim::malloc_outstanding().1;
+        let mut rs = std::ptr::null_mut();
+        // SAFETY: our handle lives (boxed) as long as the softc.
+        let rc = unsafe { ptnet_ffi::ptnet_rs_attach(shim.handle(), f.msix_vectors, flags, &mut rs) };
+        if rc != 0 {
+            return Err(NmError::Failed { errno: rc, why: last_error(kernel, &name) });
+        }
+        let kernel_bytes = (shim::malloc_outstanding().1 - before).max(0) as usize;
+        let mut ri = PtnetRsInfo::default();
+        // SAFETY: `rs` was just attached; `ri` is a valid out-pointer.
+        unsafe { ptnet_ffi::ptnet_rs_info(rs, &mut ri) };
+        let info = DeviceInfo {
+            mac: ri.mac,
+            features: Features::from_bits_truncate(ri.features),
+            vnet_hdr_len: ri.vnet_hdr_len,
+            num_tx_rings: ri.num_tx_rings,
+            num_rx_rings: ri.num_rx_rings,
+            num_tx_slots: ri.num_tx_slots,
+            num_rx_slots: ri.num_rx_slots,
+            memid: ri.memid,
+            nifp_ofs: ri.nifp_ofs,
         };
-        let dev = Ptnet::attach(os.clone(), PciBar(f.io.clone()), f.msix_vectors, cfg, find_memdev)
-            .map_err(|(_, _, e)| NmError::Attach(e))?;
-        let info = *dev.info();
+        shim.set_tx_rings(info.num_tx_rings);
         let ifp = Arc::new(Self {
             name,
-            tx: (0..info.num_tx_rings).map(|_| Mutex::new(TxRing::new(info.num_tx_slots))).collect(),
-            rx: (0..info.num_rx_rings).map(|_| Mutex::new(RxRing::new(info.num_rx_slots))).collect(),
-            dev,
-            os,
-            waits: Default::default(),
-            users: Mutex::default(),
-            netmap_mode: AtomicBool::new(false),
-            if_running: AtomicBool::new(false),
-            pending: AtomicU64::new(0),
-            vcpu: Vcpu::default(),
+            rs: Rs(rs),
+            shim,
+            netmap: NmAdapter::new(mode, &info, pci),
+            info,
+            lock: Mutex::new(()),
+            if_running: std::sync::atomic::AtomicBool::new(false),
             stray_irqs: AtomicU32::new(0),
-            netmap_drops: AtomicU64::new(0),
             born: std::time::Instant::now(),
             watchdog_last: AtomicU64::new(0),
             tx_timeout_ms: AtomicU64::new(TX_TIMEOUT_MS),
+            kernel_bytes,
             _resources: pci.to_vec(),
         });
         ifp.set_handlers(true);
         Ok(ifp)
     }
 
+    /// The archive's softc.
+    pub(crate) fn rs(&self) -> *mut PtnetRsSoftc {
+        self.rs.0
+    }
+
+    /// The driver's last error line, for an errno that needs explaining.
+    pub(crate) fn failed(&self, rc: i32) -> NmError {
+        match errno_to_nm(rc) {
+            NmError::Failed { errno, .. } => {
+                NmError::Failed { errno, why: last_error(&self.shim.os.kernel, &self.name) }
+            }
+            e => e,
+        }
+    }
+
     /// Installs or removes the MSI-X handlers (`bus_setup_intr`,
     /// `bus_teardown_intr`: a removal waits for running calls).
     fn set_handlers(self: &Arc<Self>, on: bool) {
-        for v in 0..self.dev.info().num_rings() {
+        for v in 0..self.info.num_rings() {
             let w: Weak<PtnetIf> = Arc::downgrade(self);
             let h: Option<Handler> = on.then(|| {
                 Arc::new(move || {
@@ -194,7 +212,25 @@ impl PtnetIf {
                     }
                 }) as Handler
             });
-            self.os.kernel.irq.set_handler(v, h);
+            self.shim.os.kernel.irq.set_handler(v, h);
+        }
+    }
+
+    /// The shim's interrupt handler: the archive counts the interrupt;
+    /// netmap takes it for a ring it holds (`netmap_rx_irq` not
+    /// `NM_IRQ_PASS`); otherwise the ring's task runs for the stack.
+    fn intr(&self, vector: u32) {
+        // SAFETY: the softc is attached (handlers go before detach).
+        let action = unsafe { ptnet_ffi::ptnet_rs_intr(self.rs(), vector) };
+        if let Some((dir, idx)) = self.info.ring_of(vector) {
+            if self.netmap.irq(dir, idx) {
+                return;
+            }
+        }
+        if action == PTNET_RS_INTR_TASK {
+            self.shim.schedule(vector);
+        } else {
+            self.stray_irqs.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -205,56 +241,37 @@ impl PtnetIf {
     pub fn detach(self: Arc<Self>) -> Result<IfCounters, Arc<Self>> {
         // Without handlers (and none running), only real users hold it.
         self.set_handlers(false);
-        match Arc::try_unwrap(self) {
-            Ok(ifp) => {
-                let _ = ifp.if_down();
-                for (i, r) in ifp.tx.iter().enumerate() {
-                    ifp.dev.tx_abandon(i as u32, &mut r.lock().unwrap());
-                }
-                let counters = ifp.if_counters();
-                ifp.dev.detach();
-                Ok(counters)
-            }
+        let ifp = match Arc::try_unwrap(self) {
+            Ok(ifp) => ifp,
             Err(ifp) => {
                 ifp.set_handlers(true);
-                Err(ifp)
+                return Err(ifp);
             }
-        }
-    }
-
-    /// The MSI-X handler: wakes netmap sleepers in netmap mode, otherwise
-    /// marks the ring for the interface's service routine.
-    fn intr(&self, vector: u32) {
-        let Some((dir, _)) = self.dev.interrupt(vector) else {
-            return;
         };
-        if self.netmap_mode.load(Ordering::Acquire) {
-            self.wait(dir).wake();
-        } else if self.if_running.load(Ordering::Acquire) {
-            self.pending.fetch_or(1 << vector, Ordering::AcqRel);
-            self.vcpu.wake();
-        } else {
-            self.stray_irqs.fetch_add(1, Ordering::Relaxed);
+        let _ = ifp.if_down();
+        let mut last = PtnetRsIfCounters::default();
+        // SAFETY: nothing else calls into the softc now.
+        let rc = unsafe { ptnet_ffi::ptnet_rs_detach(ifp.rs(), &mut last) };
+        if rc != 0 {
+            let ifp = Arc::new(ifp);
+            ifp.set_handlers(true);
+            return Err(ifp);
         }
-    }
-
-    pub(crate) fn wait(&self, dir: Dir) -> &WaitQueue {
-        &self.waits[usize::from(dir == Dir::Rx)]
+        Ok(if_counters_of(&last))
     }
 
     /// What the device reported at attach.
     pub fn info(&self) -> DeviceInfo {
-        *self.dev.info()
+        self.info
     }
 
     /// What this interface holds (see [`Footprint`]).
     pub fn footprint(&self) -> Footprint {
-        let txq_packets = self.tx.len() * TXQ_LEN;
+        let per_ring = (ptnet_ffi::PTNET_RS_TXQ_LEN + ptnet_ffi::PTNET_RS_HANDOFF_LEN) as usize;
+        let txq_packets = self.info.num_tx_rings as usize * per_ring;
         Footprint {
-            softc_bytes: std::mem::size_of::<Self>(),
-            ring_state_bytes: self.tx.len() * std::mem::size_of::<Mutex<TxRing<TxPkt, TXQ_LEN>>>()
-                + self.rx.len() * std::mem::size_of::<Mutex<RxRing>>(),
-            csb_bytes: self.os.dma_bytes(),
+            kernel_bytes: self.kernel_bytes,
+            csb_bytes: self.shim.os.dma_bytes(),
             txq_packets,
             txq_bytes_max: txq_packets * ptnet::rx::MAX_FRAME,
         }
@@ -262,86 +279,80 @@ impl PtnetIf {
 
     /// The kernel services of this device (for allocation ledgers).
     pub fn os(&self) -> &GuestOs {
-        &self.os
+        &self.shim.os
+    }
+
+    /// Memdev references the driver holds.
+    pub fn memdevs_held(&self) -> i64 {
+        self.shim.memdevs_held.load(Ordering::Relaxed)
     }
 
     /// Driver counters of one ring.
     pub fn counters(&self, dir: Dir, idx: u32) -> QueueCounters {
-        self.dev.stats(dir, idx).map(|s| s.snapshot()).unwrap_or_default()
+        let q = self.queue_stats(dir, idx);
+        QueueCounters {
+            syncs: q.syncs,
+            kicks: q.kicks,
+            irqs: q.irqs,
+            host_errors: q.host_errors,
+            host_resets: q.host_resets,
+        }
     }
 
     /// Sum of the driver counters over all rings.
     pub fn total_counters(&self) -> QueueCounters {
-        let info = self.info();
+        let info = self.info;
         let rings = (0..info.num_tx_rings).map(|i| (Dir::Tx, i)).chain((0..info.num_rx_rings).map(|i| (Dir::Rx, i)));
         rings.map(|(d, i)| self.counters(d, i)).fold(QueueCounters::default(), |a, b| QueueCounters {
             syncs: a.syncs + b.syncs,
             kicks: a.kicks + b.kicks,
             irqs: a.irqs + b.irqs,
             host_errors: a.host_errors + b.host_errors,
+            host_resets: a.host_resets + b.host_resets,
         })
-    }
-
-    /// Every ring locked, TX first (ring-number order).
-    pub(crate) fn lock_all(&self) -> Locked<'_> {
-        Locked {
-            tx: self.tx.iter().map(|r| r.lock().unwrap()).collect(),
-            rx: self.rx.iter().map(|r| r.lock().unwrap()).collect(),
-        }
-    }
-
-    /// Adds a user of the rings with every ring locked; `then` runs on the
-    /// locked rings once they are aligned with the host.
-    pub(crate) fn up(&self, then: impl FnOnce(&mut Locked<'_>)) -> Result<(), NmError> {
-        let mut l = self.lock_all();
-        self.dev.up(l.krings().into_iter())?;
-        then(&mut l);
-        Ok(())
     }
 
     /// Stops and restarts the host side (`PTCTL` delete then create) while
     /// the rings are in use, as a hypervisor migration or a port reset
     /// does; users keep running and lose nothing.
     pub fn restart(&self) -> Result<(), NmError> {
-        let _users = self.users.lock().unwrap();
-        let mut l = self.lock_all();
-        self.dev.restart(l.krings().into_iter())?;
-        // Only the tail: the applications' head and cur may be ahead of
-        // the kernel's (slots filled, not yet synced) and stay theirs.
-        l.publish_tails(self);
-        Ok(())
+        let _l = self.lock.lock().unwrap();
+        // SAFETY: the softc is attached.
+        match unsafe { ptnet_ffi::ptnet_rs_restart(self.rs()) } {
+            0 => Ok(()),
+            rc => Err(self.failed(rc)),
+        }
     }
 }
 
-/// All rings, locked.
-pub(crate) struct Locked<'a> {
-    pub tx: Vec<MutexGuard<'a, TxRing<TxPkt, TXQ_LEN>>>,
-    pub rx: Vec<MutexGuard<'a, RxRing>>,
+/// The driver's last error line for `name` on the console.
+fn last_error(kernel: &GuestKernel, name: &str) -> String {
+    let prefix = format!("{name}: error: ");
+    kernel
+        .dmesg()
+        .iter()
+        .rev()
+        .find_map(|l| l.strip_prefix(&prefix).map(str::to_string))
+        .unwrap_or_else(|| "no reason given".into())
 }
 
-impl Locked<'_> {
-    pub fn krings(&mut self) -> Vec<&mut Kring> {
-        let tx = self.tx.iter_mut().map(|g| &mut g.kring);
-        tx.chain(self.rx.iter_mut().map(|g| &mut g.kring)).collect()
-    }
-
-    fn each(&self, mut f: impl FnMut(Dir, u32, &Kring)) {
-        for (i, g) in self.tx.iter().enumerate() {
-            f(Dir::Tx, i as u32, &g.kring);
-        }
-        for (i, g) in self.rx.iter().enumerate() {
-            f(Dir::Rx, i as u32, &g.kring);
-        }
-    }
-
-    /// Shows applications the kernel's view of every ring (what netmap
-    /// does when an application registers).
-    pub fn publish_to_apps(&mut self, ifp: &PtnetIf) {
-        self.each(|d, i, k| super::netmap::publish(ifp, d, i, k, true));
-    }
-
-    /// Updates only the tails applications see.
-    pub fn publish_tails(&mut self, ifp: &PtnetIf) {
-        self.each(|d, i, k| super::netmap::publish(ifp, d, i, k, false));
+pub(crate) fn if_counters_of(c: &PtnetRsIfCounters) -> IfCounters {
+    IfCounters {
+        ipackets: c.ipackets,
+        ibytes: c.ibytes,
+        ierrors: c.ierrors,
+        iqdrops: c.iqdrops,
+        opackets: c.opackets,
+        obytes: c.obytes,
+        oerrors: c.oerrors,
+        oqdrops: c.oqdrops,
+        tx_csum: c.tx_csum,
+        tx_tso: c.tx_tso,
+        rx_lro: c.rx_lro,
+        rx_csum_completed: c.rx_csum_completed,
+        rx_segmented: c.rx_segmented,
+        tx_watchdog: c.tx_watchdog,
+        rx_missed_irqs: c.rx_missed_irqs,
+        tx_abandoned: c.tx_abandoned,
     }
 }

@@ -1,74 +1,35 @@
-//! The network interface the driver gives the guest's stack (`ifnet`):
-//! up and down, `if_transmit`, the service routine that the interrupts
-//! schedule (receive with a budget, transmit restart), capabilities and
-//! MTU, counters. Packets are modelled as mbufs holding one buffer.
+//! The network interface the driver gives the guest's stack (`ifnet`), as
+//! the shim wires it: `ifconfig up`/`down` (`if_init`, stop),
+//! `if_transmit`, the tasks the interrupts schedule (receive with a
+//! budget, transmit restart), the once-a-second watchdog callout,
+//! capabilities and MTU (`SIOCSIFCAP`, `SIOCSIFMTU`), counters. Every
+//! call goes through the archive's entry points.
 
-use super::device::{NmError, PtnetIf};
-use ptnet::device::QueueCounters;
+use super::device::{if_counters_of, NmError, PtnetIf};
+use super::shim::{self, SimMbuf};
 use ptnet::ifnet::{IfCounters, MtuError};
 use ptnet::kring::Dir;
 use ptnet::net::caps::{CapError, CsumFlags, IfCap};
-use ptnet::net::frame::{FrameInfo, FrameSink};
+use ptnet::net::frame::FrameInfo;
 use ptnet::net::offload::TxRequest;
-use ptnet::shmem::SharedRegion;
-use ptnet::tx::{flow_ring, TxError, TxPacket};
+use ptnet::tx::TxError;
+use ptnet_ffi::{PtnetRsCaps, PtnetRsIfCounters, PtnetRsQueueStats};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::Ordering;
 
-/// An outgoing packet (an mbuf chain with its packet header).
+/// An outgoing packet from the stack, before it becomes an mbuf.
 #[derive(Debug)]
 pub struct SimPacket {
     /// The frame.
     pub data: Vec<u8>,
     /// Offload requests and packet header fields.
     pub req: TxRequest,
-    _mbuf: Mbuf,
 }
 
 impl SimPacket {
-    /// A packet of `data` with offload request `req` (`m_gethdr`).
+    /// A packet of `data` with offload request `req`.
     pub fn new(data: Vec<u8>, req: TxRequest) -> Self {
-        LIVE_MBUFS.fetch_add(1, Ordering::Relaxed);
-        Self { data, req, _mbuf: Mbuf }
-    }
-}
-
-/// Packets allocated by the simulated guests and not yet freed, process
-/// wide: the lifecycle tests' packet ledger (`vmstat -z | grep mbuf`).
-static LIVE_MBUFS: AtomicI64 = AtomicI64::new(0);
-
-/// Outgoing packets alive now (allocated and not freed).
-pub fn live_mbufs() -> i64 {
-    LIVE_MBUFS.load(Ordering::Relaxed)
-}
-
-/// A packet's share of [`LIVE_MBUFS`], given back when it is freed.
-#[derive(Debug)]
-struct Mbuf;
-
-impl Drop for Mbuf {
-    fn drop(&mut self) {
-        LIVE_MBUFS.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl TxPacket for SimPacket {
-    fn len(&self) -> usize {
-        self.data.len()
-    }
-
-    fn request(&self) -> TxRequest {
-        self.req
-    }
-
-    fn peek(&self, dst: &mut [u8]) -> usize {
-        let n = dst.len().min(self.data.len());
-        dst[..n].copy_from_slice(&self.data[..n]);
-        n
-    }
-
-    fn copy_to(&self, off: usize, len: usize, dst: &SharedRegion, dst_off: usize) -> bool {
-        self.data.get(off..off + len).is_some_and(|b| dst.write_bytes(dst_off, b).is_ok())
+        Self { data, req }
     }
 }
 
@@ -82,17 +43,16 @@ pub struct RxFrame {
 }
 
 /// The stack's input queue (netisr): bounded, so a flood runs the guest
-/// out of "mbufs" and the driver counts drops instead of the queue growing.
+/// out of mbufs and the driver counts drops instead of the queue growing.
 pub struct InputQueue {
     frames: VecDeque<RxFrame>,
     limit: usize,
-    building: Option<RxFrame>,
 }
 
 impl InputQueue {
     /// A queue of at most `limit` frames.
     pub fn new(limit: usize) -> Self {
-        Self { frames: VecDeque::new(), limit, building: None }
+        Self { frames: VecDeque::new(), limit }
     }
 
     /// The oldest frame.
@@ -109,60 +69,34 @@ impl InputQueue {
     pub fn is_empty(&self) -> bool {
         self.frames.is_empty()
     }
-}
 
-impl FrameSink for InputQueue {
-    fn begin(&mut self, len: usize, info: &FrameInfo) -> bool {
-        if self.frames.len() >= self.limit {
-            return false;
-        }
-        self.building = Some(RxFrame { data: Vec::with_capacity(len), info: *info });
-        true
+    /// Whether another frame fits (else `m_getm2` fails: no mbufs).
+    pub(crate) fn has_room(&self) -> bool {
+        self.frames.len() < self.limit
     }
 
-    fn bytes(&mut self, b: &[u8]) {
-        if let Some(f) = &mut self.building {
-            f.data.extend_from_slice(b);
-        }
-    }
-
-    fn shared(&mut self, r: &SharedRegion, off: usize, len: usize) {
-        if let Some(f) = &mut self.building {
-            // Copy straight into the frame's spare capacity: one pass.
-            if off.checked_add(len).is_some_and(|e| e <= r.len()) {
-                f.data.reserve(len);
-                let at = f.data.len();
-                // SAFETY: `off + len` is inside the region (checked), the
-                // destination has `len` bytes of spare capacity (reserved),
-                // and the two do not overlap (guest heap vs shared memory).
-                unsafe {
-                    std::ptr::copy_nonoverlapping(r.as_ptr().add(off), f.data.as_mut_ptr().add(at), len);
-                    f.data.set_len(at + len);
-                }
-            }
-        }
-    }
-
-    fn end(&mut self) {
-        if let Some(f) = self.building.take() {
-            self.frames.push_back(f);
-        }
+    pub(crate) fn push(&mut self, f: RxFrame) {
+        self.frames.push_back(f);
     }
 }
 
 impl PtnetIf {
     /// `ifconfig up`: the interface takes the rings (the host starts if
-    /// nobody else uses them).
+    /// nobody else uses them); the RX tasks run once for what arrived.
     pub fn if_up(&self) -> Result<(), NmError> {
-        let mut users = self.users.lock().unwrap();
-        if users.if_up {
+        let _l = self.lock.lock().unwrap();
+        if self.if_running.load(Ordering::Acquire) {
             return Ok(());
         }
-        self.up(|_| {})?;
-        users.if_up = true;
+        // SAFETY: the softc is attached.
+        let rc = unsafe { ptnet_ffi::ptnet_rs_if_init(self.rs()) };
+        if rc != 0 {
+            return Err(self.failed(rc));
+        }
         self.if_running.store(true, Ordering::Release);
-        if users.netmap == 0 {
-            self.resume_stack();
+        let info = self.info();
+        for i in 0..info.num_rx_rings {
+            self.shim.schedule(info.num_tx_rings + i);
         }
         Ok(())
     }
@@ -170,70 +104,58 @@ impl PtnetIf {
     /// `ifconfig down`: queued packets are freed and counted, the host
     /// stops if nobody else uses the rings.
     pub fn if_down(&self) -> Result<(), NmError> {
-        let mut users = self.users.lock().unwrap();
-        if !users.if_up {
+        let _l = self.lock.lock().unwrap();
+        if !self.if_running.swap(false, Ordering::AcqRel) {
             return Ok(());
         }
-        users.if_up = false;
-        self.if_running.store(false, Ordering::Release);
-        let l = self.lock_all();
-        for mut r in l.tx {
-            let n = r.flush(drop);
-            r.stats.down_drops.add(n as u64);
+        // SAFETY: as above.
+        match unsafe { ptnet_ffi::ptnet_rs_if_stop(self.rs()) } {
+            0 => Ok(()),
+            rc => Err(self.failed(rc)),
         }
-        self.dev.down()?;
-        Ok(())
     }
 
-    /// True while the interface is up.
+    /// True while the interface is up (`IFF_DRV_RUNNING`).
     pub fn is_up(&self) -> bool {
         self.if_running.load(Ordering::Acquire)
     }
 
-    /// Gives the rings back to the stack: RX interrupts on, and a service
-    /// pass over every ring for what arrived meanwhile.
-    pub(crate) fn resume_stack(&self) {
-        let ntx = self.tx.len();
-        for i in 0..self.rx.len() {
-            self.dev.set_interrupt(Dir::Rx, i as u32, true);
-            self.pending.fetch_or(1 << (ntx + i), Ordering::AcqRel);
-        }
-        self.vcpu.wake();
-    }
-
     /// `if_transmit`.
     pub fn transmit(&self, p: SimPacket) -> Result<(), TxError> {
-        if self.netmap_mode.load(Ordering::Acquire) {
-            self.netmap_drops.fetch_add(1, Ordering::Relaxed);
-            return Err(TxError::Down);
+        let m = SimMbuf::from_packet(p);
+        // SAFETY: the softc is attached; the chain is handed over.
+        match unsafe { ptnet_ffi::ptnet_rs_transmit(self.rs(), m) } {
+            0 => Ok(()),
+            55 => Err(TxError::QueueFull),
+            _ => Err(TxError::Down),
         }
-        let i = flow_ring(&p, self.tx.len() as u32) as usize;
-        let mut ring = self.tx[i].lock().unwrap();
-        self.dev.transmit(i as u32, &mut ring, Some(p), drop)
     }
 
-    /// The service routine (interrupt task): receives up to `budget`
-    /// frames per pending RX ring into `input`, restarts pending TX rings.
-    /// Returns whether work is still pending (more frames than the budget).
+    /// The interface's tasks (what the taskqueue threads run): receives up
+    /// to `budget` frames per pending RX ring into `input`, resumes
+    /// pending TX rings, and the watchdog callout when it is due. Returns
+    /// whether work is still pending.
     pub fn service(&self, input: &mut InputQueue, budget: u32) -> bool {
-        let bits = self.pending.swap(0, Ordering::AcqRel);
-        let ntx = self.tx.len();
-        for (i, ring) in self.rx.iter().enumerate() {
-            let bit = 1u64 << (ntx + i);
-            if bits & bit != 0 {
-                let rep = self.dev.receive(i as u32, &mut ring.lock().unwrap(), budget, input);
-                if rep.more {
-                    self.pending.fetch_or(bit, Ordering::AcqRel);
+        let bits = self.shim.pending.swap(0, Ordering::AcqRel);
+        let info = self.info();
+        let ntx = info.num_tx_rings;
+        shim::with_input(input, || {
+            for i in 0..info.num_rx_rings {
+                let bit = 1u64 << (ntx + i);
+                // SAFETY: the softc is attached.
+                if bits & bit != 0 && unsafe { ptnet_ffi::ptnet_rs_rx_task(self.rs(), i, budget) } == 1 {
+                    self.shim.pending.fetch_or(bit, Ordering::AcqRel);
                 }
             }
-        }
-        for (i, ring) in self.tx.iter().enumerate() {
+        });
+        for i in 0..ntx {
             if bits & (1 << i) != 0 {
-                let _ = self.dev.transmit(i as u32, &mut ring.lock().unwrap(), None, drop);
+                // SAFETY: as above.
+                unsafe { ptnet_ffi::ptnet_rs_tx_task(self.rs(), i) };
             }
         }
         self.watchdog_tick();
-        self.pending.load(Ordering::Acquire) != 0
+        self.shim.pending.load(Ordering::Acquire) != 0
     }
 
     /// Receives into `input` (popping what arrives) until nothing came for
@@ -255,33 +177,35 @@ impl PtnetIf {
         got
     }
 
-    /// The once-a-second callout: the transmit and receive watchdogs of
-    /// every ring (run from the service routine, which every driver path
-    /// reaches). A transmit watchdog that fired restarts the host side; a
-    /// receive watchdog that finds a lost interrupt schedules its ring's
-    /// service.
+    /// The once-a-second callout's task (run from the service routine,
+    /// which every driver path reaches), as the shim's: the transmit
+    /// watchdogs on the guest's clock, a restart of the host side when one
+    /// fired, and the receive watchdogs.
     fn watchdog_tick(&self) {
         let now = self.born.elapsed().as_millis() as u64;
         let last = self.watchdog_last.load(Ordering::Relaxed);
-        let period = (self.tx_timeout_ms.load(Ordering::Relaxed) / 5).clamp(1, 1000);
+        let timeout = self.tx_timeout_ms.load(Ordering::Relaxed);
+        let period = (timeout / 5).clamp(1, 1000);
         if now < last + period
             || self.watchdog_last.compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed).is_err()
         {
             return;
         }
-        let timeout = self.tx_timeout_ms.load(Ordering::Relaxed);
-        let mut fired = false;
-        for (i, ring) in self.tx.iter().enumerate() {
-            fired |= self.dev.tx_watchdog(i as u32, &mut ring.lock().unwrap(), now, timeout, drop);
+        // As the shim's tick task: skip a tick rather than wait for the lock.
+        let Ok(_l) = self.lock.try_lock() else { return };
+        if !self.is_up() {
+            return;
         }
-        if fired {
-            // As the shim does: a host that took nothing gets restarted.
-            let _ = self.restart();
+        // SAFETY: the softc is attached.
+        if unsafe { ptnet_ffi::ptnet_rs_tick(self.rs(), now, timeout) } > 0 {
+            // SAFETY: as above.
+            unsafe { ptnet_ffi::ptnet_rs_restart(self.rs()) };
         }
-        let ntx = self.tx.len();
-        for (i, ring) in self.rx.iter().enumerate() {
-            if self.dev.rx_watchdog(i as u32, &mut ring.lock().unwrap()) {
-                self.pending.fetch_or(1 << (ntx + i), Ordering::AcqRel);
+        let info = self.info();
+        for i in 0..info.num_rx_rings {
+            // SAFETY: as above.
+            if unsafe { ptnet_ffi::ptnet_rs_rx_watchdog(self.rs(), i) } == 1 {
+                self.shim.schedule(info.num_tx_rings + i);
             }
         }
     }
@@ -293,62 +217,88 @@ impl PtnetIf {
 
     /// A token for [`PtnetIf::idle`], taken before looking for work.
     pub fn idle_token(&self) -> u64 {
-        self.vcpu.token()
+        self.shim.vcpu.token()
     }
 
     /// Halts the guest CPU until an interrupt (after `token`) or `timeout`.
     pub fn idle(&self, token: u64, timeout: std::time::Duration) {
-        if self.pending.load(Ordering::Acquire) == 0 {
-            self.vcpu.idle(token, timeout);
+        if self.shim.pending.load(Ordering::Acquire) == 0 {
+            self.shim.vcpu.idle(token, timeout);
         }
     }
 
-    /// `SIOCSIFCAP`.
+    fn caps(&self) -> PtnetRsCaps {
+        let mut c = PtnetRsCaps::default();
+        // SAFETY: the softc is attached; `c` is a valid out-pointer.
+        unsafe { ptnet_ffi::ptnet_rs_caps(self.rs(), &mut c) };
+        c
+    }
+
+    /// `SIOCSIFCAP`: what is enabled afterwards, or why not.
     pub fn set_capabilities(&self, requested: IfCap) -> Result<IfCap, CapError> {
-        let _users = self.users.lock().unwrap();
-        self.dev.ifstate().set_capabilities(requested)
+        let _l = self.lock.lock().unwrap();
+        // SAFETY: the softc is attached.
+        match unsafe { ptnet_ffi::ptnet_rs_set_caps(self.rs(), requested.bits()) } {
+            0 => Ok(self.enabled()),
+            // The archive says EINVAL; the reason is the core's rule.
+            _ => ptnet::net::caps::apply(self.enabled(), requested, self.capabilities())
+                .and(Err(CapError::Unsupported(requested.difference(self.capabilities())))),
+        }
     }
 
     /// Capabilities the interface has.
     pub fn capabilities(&self) -> IfCap {
-        self.dev.ifstate().supported()
+        IfCap::from_bits_truncate(self.caps().supported)
     }
 
     /// Capabilities enabled.
     pub fn enabled(&self) -> IfCap {
-        self.dev.ifstate().enabled()
+        IfCap::from_bits_truncate(self.caps().enabled)
     }
 
-    /// Offloads the stack may request.
+    /// Offloads the stack may request (`if_hwassist`).
     pub fn hwassist(&self) -> CsumFlags {
-        self.dev.ifstate().hwassist()
+        CsumFlags::from_bits_truncate(self.caps().hwassist)
     }
 
     /// `SIOCSIFMTU`.
     pub fn set_mtu(&self, mtu: u32) -> Result<(), MtuError> {
-        let _users = self.users.lock().unwrap();
-        self.dev.ifstate().set_mtu(mtu)
+        let _l = self.lock.lock().unwrap();
+        // SAFETY: the softc is attached.
+        match unsafe { ptnet_ffi::ptnet_rs_set_mtu(self.rs(), mtu) } {
+            0 => Ok(()),
+            _ => {
+                let c = self.caps();
+                let en = IfCap::from_bits_truncate(c.enabled);
+                let max = if en.contains(IfCap::JUMBO_MTU) { c.max_mtu } else { c.max_mtu.min(1500) };
+                Err(MtuError { mtu, min: ptnet::net::caps::MIN_MTU, max })
+            }
+        }
     }
 
     /// The MTU.
     pub fn mtu(&self) -> u32 {
-        self.dev.ifstate().mtu()
+        self.caps().mtu
     }
 
-    /// Interface counters, summed over the rings.
+    /// Interface counters, summed over the rings (`if_get_counter`).
     pub fn if_counters(&self) -> IfCounters {
-        let mut c = IfCounters { oqdrops: self.netmap_drops.load(Ordering::Relaxed), ..IfCounters::default() };
-        for r in &self.tx {
-            c.add_tx(&r.lock().unwrap().stats);
-        }
-        for r in &self.rx {
-            c.add_rx(&r.lock().unwrap().stats);
-        }
-        c
+        let mut c = PtnetRsIfCounters::default();
+        // SAFETY: the softc is attached; `c` is a valid out-pointer.
+        unsafe { ptnet_ffi::ptnet_rs_counters(self.rs(), &mut c) };
+        if_counters_of(&c)
     }
 
-    /// Driver counters (syncs, kicks, interrupts) of all rings.
-    pub fn ring_counters(&self) -> QueueCounters {
-        self.total_counters()
+    /// One ring's counters (`sysctl dev.ptnrs.0.{tx,rx}q<N>`).
+    pub fn queue_stats(&self, dir: Dir, idx: u32) -> PtnetRsQueueStats {
+        let mut st = PtnetRsQueueStats::default();
+        // SAFETY: the softc is attached; `st` is a valid out-pointer.
+        unsafe { ptnet_ffi::ptnet_rs_queue_stats(self.rs(), u32::from(dir == Dir::Rx), idx, &mut st) };
+        st
+    }
+
+    /// Packets shown to BPF listeners on transmit.
+    pub fn bpf_taps(&self) -> u64 {
+        self.shim.bpf_taps.load(Ordering::Relaxed)
     }
 }

@@ -6,5 +6,6 @@ pub mod device;
 pub mod ifnet;
 pub mod kernel;
 pub mod netmap;
+pub mod shim;
 pub mod stack;
 pub mod wait;

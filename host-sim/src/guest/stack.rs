@@ -3,13 +3,20 @@
 //! as FreeBSD's stack does:
 //!
 //! - transmit checksums: when the interface offloads them (`if_hwassist`)
-//!   the stack leaves the pseudo-header sum in the checksum field and sets
-//!   `CSUM_TCP`/`CSUM_UDP` (IPv6 alike); otherwise it computes them;
+//!   the stack leaves the pseudo-header sum, length included, in the
+//!   checksum field and sets `CSUM_TCP`/`CSUM_UDP` (IPv6 alike), as
+//!   `tcp_output()` (`sys/netinet/tcp_output.c`: `in_pseudo(src, dst,
+//!   htons(sizeof(struct tcphdr) + IPPROTO_TCP + len + optlen))`, and
+//!   `in6_cksum_pseudo()` for IPv6), `udp_output()`
+//!   (`sys/netinet/udp_usrreq.c`) and `udp6_output()` do; otherwise it
+//!   computes them;
 //! - TSO: consecutive full-sized segments of one TCP flow that smoltcp
 //!   emits in one pass are merged into a super-packet of up to 64 KiB with
-//!   `CSUM_TSO` and the segment size, the way FreeBSD's `tcp_output` hands a
-//!   TSO-capable driver one large segment (pseudo-header sum without
-//!   length, as FreeBSD does for TSO);
+//!   `CSUM_TCP | CSUM_TSO` and the segment size in `tso_segsz`, the way
+//!   `tcp_output()` hands a TSO-capable driver one large segment: its
+//!   checksum field seeded exactly as for any segment, the length of the
+//!   whole super-packet included ("The TCP pseudo header checksum is
+//!   always provided");
 //! - receive checksums: a frame the driver marks `CSUM_DATA_VALID` is
 //!   trusted, any other is verified in software and dropped if bad.
 //!
@@ -118,16 +125,17 @@ fn checksum_ok(f: &[u8]) -> bool {
     c.finish() == 0
 }
 
-/// Stores into the checksum field either the pseudo-header sum (offload)
-/// or the complete checksum (software).
-fn fill_checksum(f: &mut [u8], h: &Headers, offload: bool, with_len: bool) {
+/// Stores into the checksum field either the pseudo-header sum with the
+/// transport length (offload, TSO included, as FreeBSD's stack does) or
+/// the complete checksum (software).
+fn fill_checksum(f: &mut [u8], h: &Headers, offload: bool) {
     let Some(proto) = l4_proto(h) else { return };
     let Some(off) = h.csum_offset() else { return };
     let at = h.l4_off + usize::from(off);
     let len = (h.frame_end - h.l4_off) as u32;
     f[at..at + 2].copy_from_slice(&[0, 0]);
     let sum = if offload {
-        pseudo(f, h, proto, if with_len { len } else { 0 }).fold()
+        pseudo(f, h, proto, len).fold()
     } else {
         let mut c = pseudo(f, h, proto, len);
         c.add(&f[h.l4_off..h.frame_end]);
@@ -162,7 +170,7 @@ impl TxPath {
         }
         self.flush(ifp);
         let offload = !csum_flag.is_empty() && assist.contains(csum_flag);
-        fill_checksum(&mut frame, &h, offload, true);
+        fill_checksum(&mut frame, &h, offload);
         let req = if offload {
             self.stats.tx_csum_offload += 1;
             TxRequest { csum_flags: csum_flag, ..TxRequest::default() }
@@ -250,14 +258,13 @@ impl TxPath {
             L3::V4 => (CsumFlags::IP_TCP, CsumFlags::IP_TSO),
             L3::V6 => (CsumFlags::IP6_TCP, CsumFlags::IP6_TSO),
         };
+        fill_checksum(f, &h, true);
         let req = if p.segs > 1 {
-            fill_checksum(f, &h, true, false);
             self.stats.tso_packets += 1;
             self.stats.tso_segments += u64::from(p.segs);
             self.stats.tso_max_bytes = self.stats.tso_max_bytes.max(f.len() as u64);
             TxRequest { csum_flags: csum | tso, tso_segsz: p.mss as u16, ..TxRequest::default() }
         } else {
-            fill_checksum(f, &h, true, true);
             self.stats.tx_csum_offload += 1;
             TxRequest { csum_flags: csum, ..TxRequest::default() }
         };

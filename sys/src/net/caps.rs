@@ -156,12 +156,14 @@ pub const MIN_MTU: u32 = 68;
 pub const ETHER_MTU: u32 = 1500;
 /// Ethernet plus 802.1Q header bytes outside the MTU.
 const FRAME_OVERHEAD: u32 = 18;
+/// The largest MTU an IP datagram allows, whatever the buffers.
+pub const MAX_IP_MTU: u32 = 65535;
 
 /// Largest MTU: an IP datagram of 64 KiB, or what `max_frags` buffers of
 /// `buf_size` bytes can carry after the virtio-net header.
 pub fn max_mtu(buf_size: u32, max_frags: u32, vnet_hdr_len: u32) -> u32 {
     let frame = buf_size.saturating_mul(max_frags).saturating_sub(vnet_hdr_len);
-    frame.saturating_sub(FRAME_OVERHEAD).min(65535)
+    frame.saturating_sub(FRAME_OVERHEAD).min(MAX_IP_MTU)
 }
 
 /// Whether `mtu` is acceptable with capabilities `enabled`.
