@@ -4,25 +4,45 @@
 #   make test    set up, then every check and test
 #   make bench   benchmarks with same-run baselines (JSON)
 #   make miri    the driver core's unit tests under Miri
-#   make kmod-audit  the kernel module's Rust object, checked for the kld loader
+#   make kmod    ptnrs.ko (and the WITH_PTNETMAP build) against FreeBSD 15 headers
+#   make kmod-audit  the linked modules and their Rust object, checked for the kld loader
 #   make fuzz    each fuzz target for FUZZ_SECONDS (default 600)
 #   make soak    mixed load for SOAK_MINUTES (default 10), then the ledgers
 
 SHELL := /bin/bash
 CARGO ?= cargo
 PYTHON ?= python3
-NIGHTLY ?= nightly
+# The kernel archive's -Z flags and Miri need nightly: a dated one, so
+# that a new nightly cannot break the module build on any given day.
+NIGHTLY ?= nightly-2026-05-20
 SIM = target/release/ptnet-sim
+# FreeBSD 15's kernel headers, laid out by the kit beside the checkout.
+FREEBSD_KIT ?= $(abspath ../shared/freebsd-sys)
+FREEBSD_SYS = $(CURDIR)/target/freebsd-sys
 
-.PHONY: run test bench miri setup setup-nightly check kernel-build sim kmod-lib kmod-audit kmod-header kmod-man fuzz-setup fuzz-smoke fuzz soak soak-smoke
+.PHONY: run test bench miri setup setup-debian setup-nightly check kernel-build sim kmod-lib kmod kmod-audit kmod-header kmod-man fuzz-setup fuzz-smoke fuzz soak soak-smoke
 
 # Toolchains and tools a fresh Debian machine with rustup lacks.
-setup:
+DEBIAN_TOOLS = mandoc:mandoc ip:iproute2 ethtool:ethtool g++:g++ ld:binutils clang:clang ld.lld:lld
+setup: setup-debian
 	rustup show active-toolchain >/dev/null
 	rustup target add x86_64-unknown-none
 	rustup component add rustfmt clippy
 	$(PYTHON) -c 'import ziglang' 2>/dev/null || $(PYTHON) -m pip install --quiet ziglang \
 		|| $(PYTHON) -m pip install --quiet --break-system-packages ziglang
+
+# The Debian packages the tests use, installed when their command is
+# missing (root, or sudo).
+setup-debian:
+	@need=""; for t in $(DEBIAN_TOOLS); do \
+		command -v $${t%%:*} >/dev/null || need="$$need $${t##*:}"; \
+	done; \
+	if [ -n "$$need" ]; then \
+		echo "installing:$$need"; \
+		sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need; \
+	fi
 
 setup-nightly:
 	rustup toolchain install $(NIGHTLY) --profile minimal --component miri,rust-src
@@ -80,11 +100,30 @@ kmod-lib: setup-nightly
 	cp $(KMOD_DIR)/x86_64-unknown-none/kmod/libptnet_ffi.a $(KMOD_LIB)
 	ar d $(KMOD_LIB) $$(ar t $(KMOD_LIB) | grep '^compiler_builtins-')
 
-# Links the archive as the module link does (ld -r, the header's entry
-# points as roots) and audits the object for the kld loader.
-kmod-audit: kmod-lib
+# FreeBSD 15's sys/ headers, assembled again when the kit changes.
+$(FREEBSD_SYS)/.assembled: $(FREEBSD_KIT)/assemble.sh
+	$(FREEBSD_KIT)/assemble.sh $(FREEBSD_SYS)
+	touch $@
+
+# ptnrs.ko as FreeBSD builds it (kmod/GNUmakefile: clang for the FreeBSD
+# target, the kernel's warnings, -Werror, ld -r), for stock kernels, and
+# the zero-copy build for kernels built with WITH_PTNETMAP.
+KO = $(KMOD_DIR)/obj/ptnrs.ko
+KO_PT = $(KMOD_DIR)/obj-ptnetmap/ptnrs.ko
+kmod: kmod-lib $(FREEBSD_SYS)/.assembled
+	$(MAKE) -C kmod SYSDIR=$(FREEBSD_SYS)
+	$(MAKE) -C kmod SYSDIR=$(FREEBSD_SYS) WITH_PTNETMAP=1
+
+# The audit (tests/src/kmod_audit.rs): the Rust object alone, linked as the
+# module link pulls it (ld -r, the header's entry points as roots), may
+# only need the kernel's memcpy family; each module may only need the
+# kernel symbols its list names (each with the FreeBSD file exporting it).
+AUDIT = $(CARGO) run -q --release -p ptnet-tests --bin kmod-audit --
+kmod-audit: kmod
 	ld -r -o $(KMOD_DIR)/ptnet_rs.o $$(sed -n 's/^[a-z].* \(ptnet_rs_[a-z_0-9]*\)(.*/-u \1/p' kmod/ptnet_rs.h) $(KMOD_LIB)
-	$(CARGO) run -q --release -p ptnet-tests --bin kmod-audit -- $(KMOD_DIR)/ptnet_rs.o
+	$(AUDIT) $(KMOD_DIR)/ptnet_rs.o
+	$(AUDIT) $(KO) --symbols kmod/kernel-symbols
+	$(AUDIT) $(KO_PT) --symbols kmod/kernel-symbols --symbols kmod/kernel-symbols-ptnetmap
 
 # Rewrites kmod/ptnet_rs.h from ffi/src (the header test fails until then).
 kmod-header:

@@ -16,14 +16,19 @@
 #define PTNET_RS_INTR_NONE 0
 
 /*
- Call `netmap_tx_irq`/`netmap_rx_irq` for the ring.
- */
-#define PTNET_RS_INTR_NETMAP 1
-
-/*
  Enqueue the ring's task.
  */
 #define PTNET_RS_INTR_TASK 2
+
+/*
+ Packets a TX ring's software queue holds while the ring is full.
+ */
+#define PTNET_RS_TXQ_LEN 256
+
+/*
+ Packets `if_transmit` may leave for a TX ring another thread holds.
+ */
+#define PTNET_RS_HANDOFF_LEN 64
 
 /*
  `ptnet_rs_attach` flag: ask the host for the virtio-net header.
@@ -31,10 +36,20 @@
 #define PTNET_RS_WANT_VNET_HDR 1
 
 /*
+ `ptnet_rs_attach` flag: refuse to attach when the header is not granted.
+ */
+#define PTNET_RS_REQUIRE_VNET_HDR 2
+
+/*
  `ptnet_rs_nm_sync` flag: reclaim completed TX slots even if not needed
  (`NAF_FORCE_RECLAIM`).
  */
 #define PTNET_RS_SYNC_FORCE_RECLAIM 1
+
+/*
+ `ptnet_rs_nm_sync` flag: the kring wants no interrupt (`NKR_NOINTR`).
+ */
+#define PTNET_RS_SYNC_NOINTR 2
 
 /*
  An mbuf chain, opaque to the driver (`struct mbuf`; not `repr(C)`, so
@@ -46,37 +61,6 @@ struct mbuf;
  An attached device, opaque to the shim.
  */
 struct ptnet_rs_softc;
-
-/*
- What the device said about its host memory and rings (checked by the
- driver), for finding the memdev and registering with netmap.
- */
-struct PtnetRsMemdevQuery {
-  /*
-   Host memory id.
-   */
-  uint32_t memid;
-  /*
-   Offset of the port's `netmap_if` in that memory.
-   */
-  uint32_t nifp_ofs;
-  /*
-   TX rings.
-   */
-  uint32_t num_tx_rings;
-  /*
-   RX rings.
-   */
-  uint32_t num_rx_rings;
-  /*
-   Slots per TX ring.
-   */
-  uint32_t num_tx_slots;
-  /*
-   Slots per RX ring.
-   */
-  uint32_t num_rx_slots;
-};
 
 /*
  The ptnetmap-memdev the host memory lives behind, found by memory id.
@@ -97,7 +81,10 @@ struct ptnet_rs_memdev {
 };
 
 /*
- The packet header fields of a transmitted mbuf the driver needs.
+ The packet header fields of a transmitted mbuf the driver needs. Field
+ names stay clear of the macros `sys/mbuf.h` defines (`csum_data`,
+ `tso_segsz`, `lro_nsegs`, `ether_vtag`, ...), since the header is
+ compiled inside kernel units that include it.
  */
 struct ptnet_rs_pktinfo {
   /*
@@ -109,13 +96,13 @@ struct ptnet_rs_pktinfo {
    */
   uint32_t csum_flags;
   /*
-   `m_pkthdr.tso_segsz`.
+   `m_pkthdr.tso_segsz`: the MSS of a TSO packet.
    */
-  uint16_t tso_segsz;
+  uint16_t mss;
   /*
    `m_pkthdr.ether_vtag`, meaningful when `has_vlan` is set (`M_VLANTAG`).
    */
-  uint16_t vlan;
+  uint16_t vlan_tag;
   /*
    1 when `M_VLANTAG` is set.
    */
@@ -140,18 +127,18 @@ struct ptnet_rs_rxinfo {
    */
   uint32_t csum_flags;
   /*
-   `m_pkthdr.csum_data`.
+   `m_pkthdr.csum_data` to set (0xffff with `CSUM_PSEUDO_HDR`).
    */
-  uint16_t csum_data;
+  uint16_t csum_value;
   /*
-   For a large-receive frame: `m_pkthdr.lro_tcp_d_len`-style segment
-   size (0 otherwise).
+   For a large-receive frame: the segment size the host merged at
+   (0 otherwise).
    */
-  uint16_t lro_segsz;
+  uint16_t lro_mss;
   /*
-   For a large-receive frame: segments merged (`lro_nsegs`).
+   For a large-receive frame: segments merged (`m_pkthdr.lro_nsegs`).
    */
-  uint16_t lro_nsegs;
+  uint16_t lro_segs;
   /*
    The RX ring the frame came from (`flowid` and `M_HASHTYPE_OPAQUE`).
    */
@@ -175,12 +162,13 @@ struct ptnet_shim_ops {
                      uint32_t off,
                      uint32_t val);
   /*
-   Finds the memdev exporting host memory `q->memid` and maps its
-   memory BAR (through netmap's guest allocator, registering the port
-   of geometry `q` with netmap); 0 and `*out` filled, or an errno.
+   Finds the ptnetmap-memdev exporting host memory `memid`, takes a
+   reference on it (its detach is refused until `memdev_release`) and
+   fills `*out` with its register handle and memory mapping; 0, or
+   ENXIO when no such memdev is attached (yet).
    */
   int (*memdev_find)(void *dev,
-                     const struct PtnetRsMemdevQuery *q,
+                     uint32_t memid,
                      struct ptnet_rs_memdev *out);
   /*
    32-bit read of a memdev's register BAR.
@@ -215,6 +203,28 @@ struct ptnet_shim_ops {
    */
   void (*mem_free)(void *p);
   /*
+   A new sleep mutex (`mtx_init(9)`, `MTX_DEF`) named `name` (a static
+   NUL-terminated string); NULL when out of memory.
+   */
+  void *(*mtx_new)(void *dev,
+                   const char *name);
+  /*
+   Destroys and frees a mutex from `mtx_new` (`mtx_destroy`).
+   */
+  void (*mtx_free)(void *m);
+  /*
+   `mtx_lock`.
+   */
+  void (*mtx_lock)(void *m);
+  /*
+   `mtx_trylock`: 1 when taken.
+   */
+  int (*mtx_trylock)(void *m);
+  /*
+   `mtx_unlock`.
+   */
+  void (*mtx_unlock)(void *m);
+  /*
    Prints one line (`device_printf`; `level` 0 error, 1 warning, 2
    info); `msg` is not NUL-terminated. `dev` may be NULL.
    */
@@ -245,6 +255,19 @@ struct ptnet_shim_ops {
    */
   void (*m_free)(struct mbuf *m);
   /*
+   Shows a packet just put on a TX ring to BPF listeners
+   (`ETHER_BPF_MTAP`); the driver still owns it.
+   */
+  void (*tx_tap)(void *dev,
+                 struct mbuf *m);
+  /*
+   Schedules ring `ring`'s task (`taskqueue_enqueue`): a transmit that
+   found the ring busy left its packet for the task.
+   */
+  void (*task_enqueue)(void *dev,
+                       uint32_t is_rx,
+                       uint32_t ring);
+  /*
    A packet header mbuf (a cluster chain) for `len` bytes; NULL when
    out of mbufs.
    */
@@ -257,117 +280,22 @@ struct ptnet_shim_ops {
                    const uint8_t *src,
                    uint32_t len);
   /*
-   Sets the packet header from `info` and hands the chain to the
-   stack (`if_input`). Called from `ptnet_rs_rx_task` with that RX
-   ring's state held: the stack may transmit (other locks), but must
-   not run the same ring's task from here.
+   A frame is complete: sets its packet header from `info` (receiving
+   interface, checksum and LRO state, flow id), frees the clusters it
+   did not need, and links it after `prev` (`m_nextpkt`) when `prev`
+   is not NULL.
+   */
+  void (*rx_finish)(void *dev,
+                    struct mbuf *m,
+                    const struct ptnet_rs_rxinfo *info,
+                    struct mbuf *prev);
+  /*
+   Hands a chain of frames (linked by `m_nextpkt`) to the stack
+   (`if_input`). Called with no driver lock held: the stack may
+   transmit, or re-enter the driver, from here.
    */
   void (*rx_input)(void *dev,
-                   struct mbuf *m,
-                   const struct ptnet_rs_rxinfo *info);
-};
-
-/*
- What the device reported at attach, for the shim's `ifnet` and netmap
- registration.
- */
-struct ptnet_rs_info {
-  /*
-   Station address.
-   */
-  uint8_t mac[6];
-  /*
-   Granted features (`PTNETMAP_F_*`).
-   */
-  uint32_t features;
-  /*
-   virtio-net header length in use (0, 10 or 12).
-   */
-  uint32_t vnet_hdr_len;
-  /*
-   TX rings.
-   */
-  uint32_t num_tx_rings;
-  /*
-   RX rings.
-   */
-  uint32_t num_rx_rings;
-  /*
-   Slots per TX ring.
-   */
-  uint32_t num_tx_slots;
-  /*
-   Slots per RX ring.
-   */
-  uint32_t num_rx_slots;
-  /*
-   Size of a netmap buffer.
-   */
-  uint32_t buf_size;
-  /*
-   Host memory allocator id.
-   */
-  uint32_t memid;
-  /*
-   Offset of the `netmap_if` in the host memory.
-   */
-  uint64_t nifp_ofs;
-  /*
-   Size of the host memory.
-   */
-  uint64_t memsize;
-};
-
-/*
- Interface capabilities and MTU.
- */
-struct ptnet_rs_caps {
-  /*
-   `IFCAP_*` the interface can offer (`if_setcapabilities`).
-   */
-  uint32_t supported;
-  /*
-   `IFCAP_*` enabled (`if_setcapenable`).
-   */
-  uint32_t enabled;
-  /*
-   `CSUM_*` the stack may request (`if_sethwassist`).
-   */
-  uint32_t hwassist;
-  /*
-   Current MTU.
-   */
-  uint32_t mtu;
-  /*
-   Largest MTU.
-   */
-  uint32_t max_mtu;
-};
-
-/*
- A ring's pointers, copied between netmap's kring and the driver.
- */
-struct ptnet_rs_kring {
-  /*
-   `nkr_num_slots`.
-   */
-  uint32_t num_slots;
-  /*
-   `nr_hwcur`.
-   */
-  uint32_t hwcur;
-  /*
-   `nr_hwtail`.
-   */
-  uint32_t hwtail;
-  /*
-   `rhead`.
-   */
-  uint32_t rhead;
-  /*
-   `rcur`.
-   */
-  uint32_t rcur;
+                   struct mbuf *m);
 };
 
 /*
@@ -406,6 +334,191 @@ struct ptnet_rs_if_counters {
    `IFCOUNTER_OQDROPS`.
    */
   uint64_t oqdrops;
+  /*
+   Packets sent with checksum offload.
+   */
+  uint64_t tx_csum;
+  /*
+   Packets sent with TSO.
+   */
+  uint64_t tx_tso;
+  /*
+   Frames received as large-receive frames.
+   */
+  uint64_t rx_lro;
+  /*
+   Checksums completed on receive (RXCSUM off).
+   */
+  uint64_t rx_csum_completed;
+  /*
+   Super-packets segmented on receive (LRO off).
+   */
+  uint64_t rx_segmented;
+  /*
+   Transmit watchdog timeouts.
+   */
+  uint64_t tx_watchdog;
+  /*
+   Receive interrupts the host lost, found by the watchdog.
+   */
+  uint64_t rx_missed_irqs;
+  /*
+   Packets sent into a ring that the host never took before detach.
+   */
+  uint64_t tx_abandoned;
+};
+
+/*
+ What the device reported at attach, for the shim's `ifnet` and netmap
+ registration.
+ */
+struct ptnet_rs_info {
+  /*
+   Station address.
+   */
+  uint8_t mac[6];
+  /*
+   Granted features (`PTNETMAP_F_*`).
+   */
+  uint32_t features;
+  /*
+   virtio-net header length in use (0, 10 or 12).
+   */
+  uint32_t vnet_hdr_len;
+  /*
+   TX rings.
+   */
+  uint32_t num_tx_rings;
+  /*
+   RX rings.
+   */
+  uint32_t num_rx_rings;
+  /*
+   Slots per TX ring.
+   */
+  uint32_t num_tx_slots;
+  /*
+   Slots per RX ring.
+   */
+  uint32_t num_rx_slots;
+  /*
+   Host memory allocator id (the memdev the rings live in).
+   */
+  uint32_t memid;
+  /*
+   Offset of the `netmap_if` in the host memory.
+   */
+  uint32_t nifp_ofs;
+};
+
+/*
+ Interface capabilities and MTU.
+ */
+struct ptnet_rs_caps {
+  /*
+   `IFCAP_*` the interface can offer (`if_setcapabilities`).
+   */
+  uint32_t supported;
+  /*
+   `IFCAP_*` enabled (`if_setcapenable`).
+   */
+  uint32_t enabled;
+  /*
+   `CSUM_*` the stack may request (`if_sethwassist`).
+   */
+  uint32_t hwassist;
+  /*
+   Current MTU.
+   */
+  uint32_t mtu;
+  /*
+   Largest MTU.
+   */
+  uint32_t max_mtu;
+};
+
+/*
+ What netmap's `nm_config` reports, with the host memory mapped.
+ */
+struct ptnet_rs_nm_config {
+  /*
+   TX rings.
+   */
+  uint32_t num_tx_rings;
+  /*
+   RX rings.
+   */
+  uint32_t num_rx_rings;
+  /*
+   Slots per TX ring.
+   */
+  uint32_t num_tx_slots;
+  /*
+   Slots per RX ring.
+   */
+  uint32_t num_rx_slots;
+  /*
+   Size of the host's netmap buffers.
+   */
+  uint32_t buf_size;
+};
+
+/*
+ netmap's view of one ring (`kring->ring`) and of its allocator's
+ buffers (`na->na_lut`).
+ */
+struct ptnet_rs_nm_ring {
+  /*
+   `kring->ring`: the `struct netmap_ring` with its slots.
+   */
+  void *ring;
+  /*
+   `kring->nkr_num_slots`.
+   */
+  uint32_t num_slots;
+  /*
+   `sizeof(struct lut_entry)`: the lookup table's stride.
+   */
+  uint32_t lut_entry_size;
+  /*
+   `na->na_lut.lut`: each entry starts with the buffer's kernel
+   address (`vaddr`).
+   */
+  const void *lut;
+  /*
+   `na->na_lut.objtotal`: buffers in the table.
+   */
+  uint32_t objtotal;
+  /*
+   `na->na_lut.objsize`: bytes per buffer.
+   */
+  uint32_t objsize;
+};
+
+/*
+ A ring's pointers, copied between netmap's kring and the driver.
+ */
+struct ptnet_rs_kring {
+  /*
+   `nkr_num_slots`.
+   */
+  uint32_t num_slots;
+  /*
+   `nr_hwcur`.
+   */
+  uint32_t hwcur;
+  /*
+   `nr_hwtail`.
+   */
+  uint32_t hwtail;
+  /*
+   `rhead`.
+   */
+  uint32_t rhead;
+  /*
+   `rcur`.
+   */
+  uint32_t rcur;
 };
 
 /*
@@ -454,6 +567,10 @@ struct ptnet_rs_queue_stats {
    */
   uint64_t host_errors;
   /*
+   Host ring states adopted after the host reset them.
+   */
+  uint64_t host_resets;
+  /*
    TX: packets waiting in the software queue now.
    */
   uint64_t queued;
@@ -480,6 +597,13 @@ int ptnet_rs_probe(uint16_t vendor,
                    uint16_t device);
 
 /*
+ Whether a PCI function is a ptnetmap-memdev, the host memory behind
+ ptnet NICs (`device_probe`): 0 or ENXIO.
+ */
+int ptnet_rs_probe_memdev(uint16_t vendor,
+                          uint16_t device);
+
+/*
  Attaches to the device whose resources the shim holds as `dev`
  (`device_attach`, after the BAR and `msix_vectors` vectors were
  allocated). On success `*out` is the device until `ptnet_rs_detach`.
@@ -493,13 +617,36 @@ int ptnet_rs_attach(void *dev,
                     struct ptnet_rs_softc **out);
 
 /*
- Detaches (`device_detach`): EBUSY while the interface is up or a
- netmap client holds the rings; otherwise releases everything.
+ Detaches (`device_detach`): EBUSY, and nothing changed, while the
+ interface is up or netmap holds a ring; otherwise stops the host,
+ withdraws the CSB and releases everything. The shim must have stopped
+ every interrupt and task that could call in. `last` (NULL or valid for
+ a write) receives the interface counters as they end, packets the host
+ never took counted.
 
  # Safety
  `sc` is NULL or from `ptnet_rs_attach`, and not used after success.
  */
-int ptnet_rs_detach(struct ptnet_rs_softc *sc);
+int ptnet_rs_detach(struct ptnet_rs_softc *sc,
+                    struct ptnet_rs_if_counters *last);
+
+/*
+ Whether detach would be refused now (EBUSY) or go through (0): the
+ shim asks before it takes the interface away.
+
+ # Safety
+ `sc` as for every entry point.
+ */
+int ptnet_rs_detachable(const struct ptnet_rs_softc *sc);
+
+/*
+ `device_shutdown`: stops the host and clears the CSB address registers,
+ so that after a reboot the host writes nothing into reused pages.
+
+ # Safety
+ `sc` as for every entry point.
+ */
+void ptnet_rs_shutdown(const struct ptnet_rs_softc *sc);
 
 /*
  Fills `*out` with what the device reported at attach.
@@ -575,17 +722,17 @@ int ptnet_rs_transmit(const struct ptnet_rs_softc *sc,
 void ptnet_rs_qflush(const struct ptnet_rs_softc *sc);
 
 /*
- The MSI-X handler of `vector`: safe in a filter (no sleeping, no
- allocation), though netmap's wakeups need the ithread.
- Returns a `PTNET_RS_INTR_*` action; `*is_rx`/`*ring` say which ring.
+ The MSI-X handler of `vector` (no sleeping, no allocation): counts the
+ interrupt and returns `PTNET_RS_INTR_TASK` when the network stack uses
+ the ring and its task should run. The shim first lets netmap take the
+ interrupt (`netmap_rx_irq`/`netmap_tx_irq`) and only falls through
+ here when netmap says `NM_IRQ_PASS`.
 
  # Safety
- `sc` as for every entry point; `is_rx` and `ring` valid for writes.
+ `sc` as for every entry point.
  */
 int ptnet_rs_intr(const struct ptnet_rs_softc *sc,
-                  uint32_t vector,
-                  uint32_t *is_rx,
-                  uint32_t *ring);
+                  uint32_t vector);
 
 /*
  A TX ring's task: resumes its software queue.
@@ -633,40 +780,76 @@ int ptnet_rs_rx_watchdog(const struct ptnet_rs_softc *sc,
                          uint32_t ring);
 
 /*
- netmap's `nm_register`: a netmap client takes (`onoff` != 0) or gives
- back the rings. After taking them, read each ring with
- `ptnet_rs_nm_kring` into netmap's kring.
-
- # Safety
- `sc` as for every entry point.
- */
-int ptnet_rs_nm_register(const struct ptnet_rs_softc *sc,
-                         int onoff);
-
-/*
- A ring's pointers as the driver holds them.
+ netmap's `nm_config`: the rings and the host's buffer size. The host
+ memory is found and mapped here if it was not yet (netmap asks before
+ registering a client); ENXIO when its memdev is not there.
 
  # Safety
  `sc` as for every entry point; `out` NULL or valid for a write.
  */
-int ptnet_rs_nm_kring(const struct ptnet_rs_softc *sc,
-                      uint32_t is_rx,
-                      uint32_t ring,
-                      struct ptnet_rs_kring *out);
+int ptnet_rs_nm_config(const struct ptnet_rs_softc *sc,
+                       struct ptnet_rs_nm_config *out);
 
 /*
- netmap's `nm_txsync`/`nm_rxsync`: `k` carries the application's
- `rhead`/`rcur` in and the ring's `hwcur`/`hwtail` out. EIO when the
- host's pointers are inconsistent (counted, ring state kept).
+ netmap's `nm_register` for one kring whose mode goes on: netmap takes
+ the ring from the stack (the first ring starts the host). `*out` is
+ the ring's state, for the kring (`nr_hwcur`, `nr_hwtail`, `rhead`,
+ `rcur`, `rtail`) and for the netmap ring (`head`, `cur`, `tail`). In
+ copy mode `guest` is netmap's ring (else NULL): frames waiting in the
+ host's RX ring are copied into it.
 
  # Safety
- `sc` as for every entry point; `k` NULL or valid for reads and writes.
+ `sc` as for every entry point; `guest` NULL or a ring valid for the
+ call; `out` NULL or valid for a write.
+ */
+int ptnet_rs_nm_ring_on(const struct ptnet_rs_softc *sc,
+                        uint32_t is_rx,
+                        uint32_t ring,
+                        const struct ptnet_rs_nm_ring *guest,
+                        struct ptnet_rs_kring *out);
+
+/*
+ netmap's `nm_register` for one kring whose mode goes off: the ring goes
+ back to the stack (the last one stops the host unless the interface is
+ up). `*resume` is 1 when the ring's task should run now (an RX ring of
+ a running interface: what arrived meanwhile).
+
+ # Safety
+ `sc` as for every entry point; `resume` NULL or valid for a write.
+ */
+int ptnet_rs_nm_ring_off(const struct ptnet_rs_softc *sc,
+                         uint32_t is_rx,
+                         uint32_t ring,
+                         uint32_t *resume);
+
+/*
+ netmap's `nm_intr`: the interrupts of the rings netmap holds on (1) or
+ off (0).
+
+ # Safety
+ `sc` as for every entry point.
+ */
+void ptnet_rs_nm_intr(const struct ptnet_rs_softc *sc,
+                      int onoff);
+
+/*
+ netmap's `nm_txsync`/`nm_rxsync` on a ring netmap holds: `k` carries
+ the application's `rhead`/`rcur` in and the ring's `hwcur`/`hwtail`
+ out. `flags` are `PTNET_RS_SYNC_*`; in copy mode `guest` is netmap's
+ ring (else NULL). EINVAL for pointers that break the ring invariants;
+ EIO when the host's pointers were inconsistent (counted, ring state
+ kept, host kicked to publish again).
+
+ # Safety
+ `sc` as for every entry point; `k` NULL or valid for reads and writes;
+ `guest` NULL or a ring valid for the call.
  */
 int ptnet_rs_nm_sync(const struct ptnet_rs_softc *sc,
                      uint32_t is_rx,
                      uint32_t ring,
                      struct ptnet_rs_kring *k,
-                     uint32_t flags);
+                     uint32_t flags,
+                     const struct ptnet_rs_nm_ring *guest);
 
 /*
  Restarts the host side (`PTCTL` delete then create), e.g. on resume:
