@@ -437,7 +437,8 @@ fn bench_native(duration: f64, repeat: usize, slots: u32, batch: u32, json: bool
     for ((name, _), rs) in rows.iter().zip(&runs) {
         report[*name] = row(rs);
     }
-    let copy_cost = report["copy"]["mpps"].as_f64().unwrap_or(0.0) / report["zero_copy"]["mpps"].as_f64().unwrap_or(1.0);
+    let copy_cost =
+        report["copy"]["mpps"].as_f64().unwrap_or(0.0) / report["zero_copy"]["mpps"].as_f64().unwrap_or(1.0);
     report["copy_vs_zero_copy"] = serde_json::json!(copy_cost);
     if json {
         println!("{}", serde_json::to_string_pretty(&report).unwrap());
