@@ -73,7 +73,12 @@ impl<T> KLock<T> {
     pub fn try_lock(&self) -> Option<KGuard<'_, T>> {
         let o = ops()?;
         // SAFETY: as in `lock`.
-        (unsafe { (o.mtx_trylock)(self.mtx.as_ptr()) } != 0).then_some(KGuard { lock: self })
+        let taken = unsafe { (o.mtx_trylock)(self.mtx.as_ptr()) } != 0;
+        // The guard only once the mutex is ours: dropping a guard unlocks
+        // (`then_some(KGuard ..)` built one either way, and a failed try
+        // released the holder's mutex).
+        #[allow(clippy::unnecessary_lazy_evaluations)]
+        taken.then(|| KGuard { lock: self })
     }
 }
 

@@ -166,3 +166,49 @@ fn netmap_clients_take_the_rings_from_the_stack_and_give_them_back() {
     assert_eq!(receive(w.ifp(1), 1).len(), 1);
     w.shutdown().unwrap();
 }
+
+#[test]
+fn concurrent_transmits_on_one_ring_never_release_the_holders_mutex() {
+    // Two stack threads on one ring: one holds the ring's mutex while the
+    // other's try-lock fails and hands its packet off. A failed try-lock
+    // once released the holder's mutex (the guard was built, then
+    // dropped); the simulator's mutexes now fail "mutex not owned" as
+    // WITNESS does, and every packet must still arrive.
+    let _s = serial();
+    let w = booted();
+    let (a, b) = (w.ifp(0).clone(), w.ifp(1).clone());
+    a.if_up().unwrap();
+    b.if_up().unwrap();
+    const PER_THREAD: usize = 20_000;
+    let sent = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for t in 0..2 {
+            let (a, sent) = (&a, &sent);
+            s.spawn(move || {
+                for i in 0..PER_THREAD {
+                    let f = udp_frame(vm_mac(1), vm_mac(0), &payload((t * PER_THREAD + i) % 1000));
+                    while a.transmit(SimPacket::new(f.clone(), TxRequest::default())).is_err() {
+                        std::thread::yield_now();
+                    }
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        // The receiver keeps the switch from dropping.
+        let mut q = InputQueue::new(1 << 16);
+        let (mut got, end) = (0, Instant::now() + Duration::from_secs(60));
+        while got + (w.drops() as usize) < 2 * PER_THREAD && Instant::now() < end {
+            let t = b.idle_token();
+            b.service(&mut q, 256);
+            a.service(&mut InputQueue::new(16), 64);
+            while q.pop().is_some() {
+                got += 1;
+            }
+            b.idle(t, Duration::from_millis(1));
+        }
+        let dropped = w.drops() as usize;
+        assert_eq!(got + dropped, 2 * PER_THREAD, "received {got}, switch drops {dropped}");
+    });
+    drop((a, b));
+    w.shutdown().unwrap();
+}

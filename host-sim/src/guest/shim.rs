@@ -285,31 +285,65 @@ unsafe extern "C" fn mem_free(p: *mut c_void) {
     }
 }
 
+/// A sleep mutex with its owner, so that releasing a mutex the thread
+/// does not hold fails as WITNESS makes it fail (`kern_mutex.c`,
+/// `__mtx_unlock_flags`: "mutex not owned"), instead of silently
+/// releasing another thread's.
+struct SimMtx {
+    raw: parking_lot::RawMutex,
+    owner: AtomicU64,
+}
+
+thread_local! {
+    static TID: u64 = NEXT_TID.fetch_add(1, Ordering::Relaxed);
+}
+static NEXT_TID: AtomicU64 = AtomicU64::new(1);
+
+fn tid() -> u64 {
+    TID.with(|t| *t)
+}
+
+fn sim_mtx<'a>(m: *mut c_void) -> &'a SimMtx {
+    // SAFETY: the archive passes mutexes from `mtx_new`, alive until
+    // `mtx_free`.
+    unsafe { &*m.cast::<SimMtx>() }
+}
+
 unsafe extern "C" fn mtx_new(_d: *mut c_void, _name: *const c_char) -> *mut c_void {
     if failing(FAIL_MALLOC) {
         return std::ptr::null_mut();
     }
-    Box::into_raw(Box::new(parking_lot::RawMutex::INIT)).cast()
+    Box::into_raw(Box::new(SimMtx { raw: parking_lot::RawMutex::INIT, owner: AtomicU64::new(0) })).cast()
 }
 
 unsafe extern "C" fn mtx_free(m: *mut c_void) {
+    assert_eq!(sim_mtx(m).owner.load(Ordering::Acquire), 0, "mtx_destroy of a held mutex");
     // SAFETY: from `mtx_new`, freed once, not held.
-    drop(unsafe { Box::from_raw(m.cast::<parking_lot::RawMutex>()) });
+    drop(unsafe { Box::from_raw(m.cast::<SimMtx>()) });
 }
 
 unsafe extern "C" fn mtx_lock(m: *mut c_void) {
-    // SAFETY: a mutex from `mtx_new`.
-    unsafe { &*m.cast::<parking_lot::RawMutex>() }.lock();
+    let m = sim_mtx(m);
+    assert_ne!(m.owner.load(Ordering::Acquire), tid(), "mtx_lock: recursed on a non-recursive mutex");
+    m.raw.lock();
+    m.owner.store(tid(), Ordering::Release);
 }
 
 unsafe extern "C" fn mtx_trylock(m: *mut c_void) -> c_int {
-    // SAFETY: as above.
-    c_int::from(unsafe { &*m.cast::<parking_lot::RawMutex>() }.try_lock())
+    let m = sim_mtx(m);
+    let ok = m.raw.try_lock();
+    if ok {
+        m.owner.store(tid(), Ordering::Release);
+    }
+    c_int::from(ok)
 }
 
 unsafe extern "C" fn mtx_unlock(m: *mut c_void) {
-    // SAFETY: as above; the archive unlocks only what it holds.
-    unsafe { (*m.cast::<parking_lot::RawMutex>()).unlock() };
+    let m = sim_mtx(m);
+    assert_eq!(m.owner.load(Ordering::Acquire), tid(), "mtx_unlock: mutex not owned");
+    m.owner.store(0, Ordering::Release);
+    // SAFETY: this thread holds it (checked above).
+    unsafe { m.raw.unlock() };
 }
 
 unsafe extern "C" fn log(d: *mut c_void, level: c_int, msg: *const u8, len: usize) {
