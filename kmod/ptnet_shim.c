@@ -941,6 +941,28 @@ ptnrs_nm_config(struct netmap_adapter *na, struct nm_config_info *info)
 }
 
 /*
+ * An RX ring leaving netmap: the slots the application consumed (its
+ * ring's head) are released to the host first, so the stack does not
+ * receive them again. netmap does not sync at close; the C driver's stack
+ * path starts at the ring's head for the same reason. A head that does
+ * not fit the ring is ignored (the driver refuses it).
+ */
+static void
+ptnrs_nm_release(struct ptnrs_softc *sc, struct netmap_kring *kring)
+{
+	struct ptnet_rs_kring k;
+
+	if (kring->ring == NULL)
+		return;
+	k.num_slots = kring->nkr_num_slots;
+	k.hwcur = kring->nr_hwcur;
+	k.hwtail = kring->nr_hwtail;
+	k.rhead = kring->ring->head;
+	k.rcur = kring->ring->cur;
+	(void)ptnet_rs_nm_sync(sc->rs, 1, kring->ring_id, &k, 0, NULL);
+}
+
+/*
  * netmap calls this when krings change mode: with onoff for those whose
  * nr_pending_mode went on, without it for those going off (and when the
  * last client leaves). Each ring moves between the stack and netmap on
@@ -995,6 +1017,8 @@ undo:
 				kring = NMR(na, t)[i];
 				if (!nm_kring_pending_off(kring))
 					continue;
+				if (t == NR_RX)
+					ptnrs_nm_release(sc, kring);
 				resume = 0;
 				(void)ptnet_rs_nm_ring_off(sc->rs, t == NR_RX,
 				    i, &resume);

@@ -152,3 +152,55 @@ fn each_new_application_on_the_same_rings_sees_each_packet_once() {
     }
     w.shutdown().unwrap();
 }
+
+#[test]
+fn frames_an_application_consumed_are_not_given_to_the_stack_at_close() {
+    // The application reads 8 frames, moves its head past them and exits
+    // without a last NIOCRXSYNC (netmap does not sync at close): the
+    // shim releases them (ptnrs_nm_release), so the stack, which has the
+    // ring again, gets only what comes next.
+    use ptnet::kring::Dir;
+    use ptnet::net::offload::TxRequest;
+    use ptnet_host_sim::guest::ifnet::SimPacket;
+    use ptnet_host_sim::world::vm_mac;
+    use ptnet_tests::{receive, udp_frame};
+
+    let w = world(WorldConfig::default());
+    let (a, b) = (w.ifp(0).clone(), w.ifp(1).clone());
+    a.if_up().unwrap();
+    b.if_up().unwrap();
+    let send = |tag: u8| {
+        let f = udp_frame(vm_mac(0), vm_mac(1), &[tag; 32]);
+        b.transmit(SimPacket::new(f, TxRequest::default())).unwrap();
+    };
+    {
+        let port = a.open().unwrap();
+        for i in 0..8 {
+            send(i);
+        }
+        let ring = port.ring(Dir::Rx, 0).unwrap();
+        let mut seen = 0;
+        while seen < 8 {
+            assert!(port.poll(Dir::Rx, Duration::from_secs(5)).unwrap(), "only {seen} frames arrived");
+            seen += ring.space();
+            ring.advance(ring.tail());
+        }
+        assert_eq!(seen, 8);
+    }
+    send(0xee);
+    let got = receive(&a, 1);
+    assert_eq!(got.len(), 1, "the stack got {} frames", got.len());
+    assert_eq!(got[0].data[got[0].data.len() - 1], 0xee, "the stack got a frame the application had");
+    let mut q = ptnet_host_sim::guest::ifnet::InputQueue::new(64);
+    let (mut extra, end) = (0, std::time::Instant::now() + Duration::from_millis(200));
+    while std::time::Instant::now() < end {
+        a.service(&mut q, 256);
+        while q.pop().is_some() {
+            extra += 1;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(extra, 0, "frames the application had reached the stack");
+    drop((a, b));
+    w.shutdown().unwrap();
+}

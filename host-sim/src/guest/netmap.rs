@@ -323,10 +323,32 @@ impl PtnetIf {
             // The last client: every kring's mode goes off, nm_register(na, 0).
             let _l = self.lock.lock().unwrap();
             for id in 0..na.krings.len() {
+                if let Some(mem) = &st.mem {
+                    self.release(mem, id);
+                }
                 self.ring_off(id);
             }
             st.mem = None;
         }
+    }
+
+    /// The shim's `ptnrs_nm_release`: an RX ring leaving netmap first
+    /// releases what the application consumed (its ring's head), so the
+    /// stack does not receive it again.
+    fn release(&self, mem: &NmMem, id: usize) {
+        let na = &self.netmap;
+        let Some((Dir::Rx, idx)) = na.info.ring_of(id as u32) else { return };
+        let (Some(r), Ok(kr)) = (mem.rings.get(id), na.krings[id].lock()) else { return };
+        let mut k = PtnetRsKring {
+            num_slots: kr.num_slots,
+            hwcur: kr.hwcur,
+            hwtail: kr.hwtail,
+            rhead: r.header_u32(HEAD).unwrap_or(u32::MAX),
+            rcur: r.header_u32(CUR).unwrap_or(u32::MAX),
+        };
+        // SAFETY: the softc is attached; `k` is valid; no guest ring (no
+        // copy: the frames stay for the stack).
+        unsafe { ptnet_ffi::ptnet_rs_nm_sync(self.rs(), 1, idx, &mut k, 0, std::ptr::null()) };
     }
 
     /// One netmap sync of ring `id`: the prologue on the application's
