@@ -750,7 +750,7 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
         }
         Self::program_csb(&self.regs, 0);
         self.kernel.free_dma(self.csb);
-        self.kernel.log(LogLevel::Info, format_args!("detached"));
+        // newbus prints "detached" itself (device_detach() in subr_bus.c).
     }
 }
 

@@ -257,6 +257,8 @@ impl PtnetIf {
             ifp.set_handlers(true);
             return Err(ifp);
         }
+        // As newbus does once DEVICE_DETACH succeeded (subr_bus.c).
+        ifp.shim.os.kernel.printf(format!("{}: detached", ifp.name));
         Ok(if_counters_of(&last))
     }
 
