@@ -7,6 +7,7 @@ use super::meter::{Meter, Unit};
 use super::stream::Pattern;
 use super::tcp::{vm_addrs, vm_ipv4, vm_ipv6};
 use crate::guest::bulktcp::{BulkTcp, Endpoint};
+use crate::guest::nic::Nic;
 use crate::guest::stack::Stack;
 use crate::host::netns::Netns;
 use crate::host::tap::TapBridge;
@@ -109,11 +110,12 @@ fn guest_end(w: &World, i: usize, ipv6: bool, port: u16) -> Endpoint {
 }
 
 /// The Linux peer behind the TAP device, with static neighbour entries
-/// both ways (the bulk engine does not do ARP or neighbour discovery).
-fn linux_end(w: &World, tap: &TapBridge, ipv6: bool, port: u16) -> Result<Endpoint, String> {
+/// both ways for VM `vm` (the bulk engine does not do ARP or neighbour
+/// discovery).
+fn linux_end(w: &World, vm: usize, tap: &TapBridge, ipv6: bool, port: u16) -> Result<Endpoint, String> {
     let mac = tap.mac().map_err(|e| e.to_string())?;
     for v6 in [false, true] {
-        let guest = guest_end(w, 0, v6, 0);
+        let guest = guest_end(w, vm, v6, 0);
         tap.add_neighbor(&guest.ip.to_string(), guest.mac).map_err(|e| e.to_string())?;
     }
     let ip: IpAddr = if ipv6 { tap.peer_ipv6() } else { tap.peer_ipv4() }.parse().map_err(|_| "bad address")?;
@@ -147,15 +149,41 @@ pub fn bulk_within(
     stall: Duration,
     print: bool,
 ) -> Result<BulkReport, String> {
+    let rx = match peer {
+        PeerKind::Guest => Some((1, w.ifp(1).clone() as Arc<dyn Nic>)),
+        PeerKind::Linux => None,
+    };
+    bulk_between(w, (0, w.ifp(0).clone()), rx, tap, ipv6, duration, stall, print)
+}
+
+/// A VM's interface as one end of a transfer: the VM's index (its
+/// addresses) and the interface its stack uses.
+pub type NicEnd = (usize, Arc<dyn Nic>);
+
+/// TCP bulk from `tx` to `rx` (a guest), or to the Linux peer behind
+/// `tap` when `rx` is `None`, for `duration`; content checked at the
+/// receiver, reported as stalled `stall` after `duration`.
+#[allow(clippy::too_many_arguments)]
+pub fn bulk_between(
+    w: &World,
+    tx_end: NicEnd,
+    rx_end: Option<NicEnd>,
+    tap: Option<&TapBridge>,
+    ipv6: bool,
+    duration: Duration,
+    stall: Duration,
+    print: bool,
+) -> Result<BulkReport, String> {
     let pattern = Pattern::new(0x5eed);
     let received = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
-    let local = guest_end(w, 0, ipv6, 40001);
+    let local = guest_end(w, tx_end.0, ipv6, 40001);
+    let peer = if rx_end.is_some() { PeerKind::Guest } else { PeerKind::Linux };
     type RxOut = Result<(u64, Option<u64>, f64, u64), String>;
-    let (remote, rx): (Endpoint, std::thread::JoinHandle<RxOut>) = match peer {
-        PeerKind::Guest => {
-            let remote = guest_end(w, 1, ipv6, 5001);
-            let (ifb, r2, d2) = (w.ifp(1).clone(), received.clone(), done.clone());
+    let (remote, rx): (Endpoint, std::thread::JoinHandle<RxOut>) = match rx_end {
+        Some((vm, ifb)) => {
+            let remote = guest_end(w, vm, ipv6, 5001);
+            let (r2, d2) = (received.clone(), done.clone());
             let h = std::thread::Builder::new()
                 .name("vm1-bulk-rx".into())
                 .spawn(move || {
@@ -171,9 +199,9 @@ pub fn bulk_within(
                 .map_err(|e| e.to_string())?;
             (remote, h)
         }
-        PeerKind::Linux => {
+        None => {
             let tap = tap.ok_or("the Linux peer needs the TAP device")?;
-            let remote = linux_end(w, tap, ipv6, 5001)?;
+            let remote = linux_end(w, tx_end.0, tap, ipv6, 5001)?;
             let addr = sockaddr(&remote.ip.to_string(), 5001);
             let l = tap
                 .peer_netns()
@@ -189,7 +217,7 @@ pub fn bulk_within(
             (remote, h)
         }
     };
-    let mut tx = BulkTcp::connect(w.ifp(0).clone(), local, remote, pattern, u64::MAX);
+    let mut tx = BulkTcp::connect(tx_end.1, local, remote, pattern, u64::MAX);
     tx.send_for(duration);
     let rates = std::thread::scope(|sc| {
         let m = sc.spawn(|| Meter::new(&received, Unit::Bytes, print).run(|| !done.load(Ordering::Acquire)));
@@ -517,10 +545,22 @@ pub fn bulk_from_linux(
     duration: Duration,
     print: bool,
 ) -> Result<BulkReport, String> {
+    bulk_from_linux_to(w, (0, w.ifp(0).clone()), tap, ipv6, duration, print)
+}
+
+/// [`bulk_from_linux`] into the guest end `to`.
+pub fn bulk_from_linux_to(
+    w: &World,
+    to: NicEnd,
+    tap: &TapBridge,
+    ipv6: bool,
+    duration: Duration,
+    print: bool,
+) -> Result<BulkReport, String> {
     let pattern = Pattern::new(0xface);
-    let local = guest_end(w, 0, ipv6, 5003);
-    let remote = Endpoint { port: 0, ..linux_end(w, tap, ipv6, 0)? };
-    let mut rx = BulkTcp::listen(w.ifp(0).clone(), local, remote, pattern);
+    let local = guest_end(w, to.0, ipv6, 5003);
+    let remote = Endpoint { port: 0, ..linux_end(w, to.0, tap, ipv6, 0)? };
+    let mut rx = BulkTcp::listen(to.1, local, remote, pattern);
     let ns = tap.peer_netns().name.clone();
     let dst = sockaddr(&local.ip.to_string(), 5003);
     let tx = std::thread::spawn(move || -> Result<u64, String> {
@@ -538,13 +578,7 @@ pub fn bulk_from_linux(
         if ok {
             Ok(rates)
         } else {
-            Err(format!(
-                "guest receiver stalled: {}; {:?}; switch drops {}; {:?}",
-                rx.debug_state(),
-                tap.stats,
-                w.drops(),
-                w.ifp(0).if_counters()
-            ))
+            Err(format!("guest receiver stalled: {}; {:?}; switch drops {}", rx.debug_state(), tap.stats, w.drops()))
         }
     })?;
     let sent = tx.join().map_err(|_| "sender panicked")??;

@@ -18,8 +18,8 @@
 //! rather than its whole window. Neighbours are configured statically by
 //! the caller.
 
-use super::device::PtnetIf;
 use super::ifnet::{InputQueue, SimPacket};
+use super::nic::Nic;
 use crate::app::stream::Pattern;
 use ptnet::net::caps::{CsumFlags, IfCap};
 use ptnet::net::cksum::{pseudo_v4, pseudo_v6, Csum, PROTO_TCP};
@@ -97,7 +97,7 @@ pub struct BulkStats {
 
 /// A bulk TCP connection on a guest interface.
 pub struct BulkTcp {
-    ifp: Arc<PtnetIf>,
+    ifp: Arc<dyn Nic>,
     local: Endpoint,
     remote: Endpoint,
     state: State,
@@ -147,7 +147,7 @@ fn seq_lt(a: u32, b: u32) -> bool {
 }
 
 impl BulkTcp {
-    fn new(ifp: Arc<PtnetIf>, local: Endpoint, remote: Endpoint, pattern: Pattern, state: State) -> Self {
+    fn new(ifp: Arc<dyn Nic>, local: Endpoint, remote: Endpoint, pattern: Pattern, state: State) -> Self {
         ifp.if_up().expect("interface up");
         let iss = 0x1000_0000 ^ u32::from(local.port) << 8;
         Self {
@@ -187,7 +187,7 @@ impl BulkTcp {
 
     /// Connects to `remote` and will send `total` bytes of `pattern` (or
     /// for [`BulkTcp::send_for`]).
-    pub fn connect(ifp: Arc<PtnetIf>, local: Endpoint, remote: Endpoint, pattern: Pattern, total: u64) -> Self {
+    pub fn connect(ifp: Arc<dyn Nic>, local: Endpoint, remote: Endpoint, pattern: Pattern, total: u64) -> Self {
         let mut c = Self::new(ifp, local, remote, pattern, State::SynSent);
         c.total = total;
         c.send_syn(false);
@@ -196,7 +196,7 @@ impl BulkTcp {
 
     /// Waits for `remote` to connect (from any port if its port is 0) and
     /// receives its data.
-    pub fn listen(ifp: Arc<PtnetIf>, local: Endpoint, remote: Endpoint, pattern: Pattern) -> Self {
+    pub fn listen(ifp: Arc<dyn Nic>, local: Endpoint, remote: Endpoint, pattern: Pattern) -> Self {
         Self::new(ifp, local, remote, pattern, State::Listen)
     }
 

@@ -71,11 +71,12 @@ impl InputQueue {
     }
 
     /// Whether another frame fits (else `m_getm2` fails: no mbufs).
-    pub(crate) fn has_room(&self) -> bool {
+    pub fn has_room(&self) -> bool {
         self.frames.len() < self.limit
     }
 
-    pub(crate) fn push(&mut self, f: RxFrame) {
+    /// Queues a frame (the caller checked [`InputQueue::has_room`]).
+    pub fn push(&mut self, f: RxFrame) {
         self.frames.push_back(f);
     }
 }

@@ -6,6 +6,7 @@ pub mod device;
 pub mod ifnet;
 pub mod kernel;
 pub mod netmap;
+pub mod nic;
 pub mod shim;
 pub mod stack;
 pub mod wait;
