@@ -1,6 +1,7 @@
 //! Cross-crate scenarios live in `tests/`; this library only holds what
 //! several of them share.
 
+pub mod kharness;
 pub mod kmod_audit;
 
 use ptnet::net::cksum::{pseudo_v4, Csum};
