@@ -118,6 +118,9 @@ extern const struct hk_host *hk;
 /* Panics with a kernel-style message; `caller` names where. */
 void	hk_panic(const void *caller, const char *fmt, ...) __dead2 __printflike(2, 3);
 
+/* Prints "name: " and the message (device_printf, if_printf). */
+int	hk_vprintf_named(const char *name, const char *fmt, va_list ap);
+
 /* The per-thread state behind curthread. */
 struct hk_td;
 struct hk_td *hk_td_self(void);

@@ -185,15 +185,12 @@ device_set_desc(device_t dev, const char *desc)
 int
 device_printf(device_t dev, const char *fmt, ...)
 {
-	char buf[512];
 	va_list ap;
 	int n;
 
-	n = snprintf(buf, sizeof(buf), "%s: ", dev->nameunit);
 	va_start(ap, fmt);
-	n += vsnprintf(buf + n, sizeof(buf) - n, fmt, ap);
+	n = hk_vprintf_named(dev->nameunit, fmt, ap);
 	va_end(ap);
-	printf("%s", buf);
 	return (n);
 }
 

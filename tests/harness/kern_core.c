@@ -239,36 +239,48 @@ printf(const char *fmt, ...)
 	return (n);
 }
 
-void
-hk_panic(const void *caller, const char *fmt, ...)
+/* "name: " and the message: device_printf(9), if_printf(9). */
+int
+hk_vprintf_named(const char *name, const char *fmt, va_list ap)
 {
 	char buf[512];
-	va_list ap;
+	int n;
+
+	n = snprintf(buf, sizeof(buf), "%s: ", name);
+	n += vsnprintf(buf + n, sizeof(buf) - n, fmt, ap);
+	printf("%s", buf);
+	return (n);
+}
+
+static void __dead2
+hk_vpanic(const void *caller, const void *frame, const char *fmt, va_list ap)
+{
+	char buf[512];
 	size_t n;
 
-	va_start(ap, fmt);
 	n = hk_vformat(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	hk->panic(buf, n < sizeof(buf) ? n : sizeof(buf) - 1, caller,
-	    __builtin_frame_address(0));
+	hk->panic(buf, n < sizeof(buf) ? n : sizeof(buf) - 1, caller, frame);
 	for (;;)
 		;
 }
 
 void
-panic(const char *fmt, ...)
+hk_panic(const void *caller, const char *fmt, ...)
 {
-	char buf[512];
 	va_list ap;
-	size_t n;
 
 	va_start(ap, fmt);
-	n = hk_vformat(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	hk->panic(buf, n < sizeof(buf) ? n : sizeof(buf) - 1,
-	    __builtin_return_address(0), __builtin_frame_address(0));
-	for (;;)
-		;
+	hk_vpanic(caller, __builtin_frame_address(0), fmt, ap);
+}
+
+void
+panic(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	hk_vpanic(__builtin_return_address(0), __builtin_frame_address(0), fmt,
+	    ap);
 }
 
 /* ---- Threads: curthread is %gs:0 (struct pcpu), as on amd64. ---- */

@@ -127,15 +127,12 @@ if_name(if_t ifp)
 int
 if_printf(if_t ifp, const char *fmt, ...)
 {
-	char buf[256];
 	va_list ap;
 	int n;
 
-	n = snprintf(buf, sizeof(buf), "%s: ", ifp->if_xname);
 	va_start(ap, fmt);
-	n += vsnprintf(buf + n, sizeof(buf) - n, fmt, ap);
+	n = hk_vprintf_named(ifp->if_xname, fmt, ap);
 	va_end(ap);
-	printf("%s", buf);
 	return (n);
 }
 

@@ -97,6 +97,36 @@ fn boot(w: &World, cfg: BootConfig) -> Result<Arc<Kernel>, String> {
     Kernel::boot(&w.vms[0], &cfg).map(Arc::new)
 }
 
+/// The module loaded in the kernel of VM 0 of `w` (booted with `cfg`,
+/// the simulated guests up), with the ledgers as they were before.
+struct Loaded {
+    w: World,
+    k: Arc<Kernel>,
+    before: Ledgers,
+    id: i32,
+}
+
+fn load(a: &Args, w: World, cfg: BootConfig) -> Result<Loaded, String> {
+    for i in 1..w.vms.len() {
+        w.ifp(i).if_up().map_err(|e| e.to_string())?;
+    }
+    let k = boot(&w, BootConfig { echo: a.echo, ..cfg })?;
+    let before = k.ledgers();
+    let id = k.kldload(&a.ko)?;
+    Ok(Loaded { w, k, before, id })
+}
+
+/// `ifconfig ptnrs0 up`.
+fn up(k: &Kernel) -> Res {
+    check(k.ifconfig_updown("ptnrs0", true) == 0, || format!("ifconfig up:\n{}", show_dmesg(k)))
+}
+
+/// kldunload, then every ledger back where it was before the load.
+fn unload(k: &Kernel, id: i32, before: &Ledgers, when: &str) -> Res {
+    k.kldunload(id).map_err(|e| format!("kldunload {when}: error {e}"))?;
+    ledgers_back(k, before, when)
+}
+
 fn dmesg_has(k: &Kernel, s: &str) -> bool {
     k.host.dmesg().iter().any(|l| l.contains(s))
 }
@@ -171,7 +201,7 @@ fn lifecycle(a: &Args) -> Res {
         "dev.ptnrs.0.%desc".into()
     })?;
     // The host memory is lent at first use; then the memdev stays.
-    check(k.ifconfig_updown("ptnrs0", true) == 0, || "ifconfig up".into())?;
+    up(&k)?;
     check(k.devctl_detach("ptnrsmem0") == libc::EBUSY, || "memdev detached under its NIC".into())?;
     check(k.devctl_detach("ptnrs0") == 0, || "devctl detach ptnrs0".into())?;
     check(k.devctl_attach(0) == 0, || format!("devctl attach: {}", show_dmesg(&k)))?;
@@ -189,10 +219,7 @@ fn lifecycle(a: &Args) -> Res {
 /// Attach failing at each step leaves nothing behind: no MSI-X, every
 /// M_NOWAIT allocation of attach in turn; no memdev fails `ifconfig up`.
 fn attach_failures(a: &Args) -> Res {
-    let w = world(1, None)?;
-    let k = boot(&w, BootConfig { echo: a.echo, ..BootConfig::default() })?;
-    let before = k.ledgers();
-    let id = k.kldload(&a.ko)?;
+    let Loaded { w: _vm, k, before, id } = load(a, world(1, None)?, BootConfig::default())?;
     check(k.devctl_detach("ptnrs0") == 0, || "devctl detach".into())?;
     let detached = k.ledgers();
     let faults = &k.host.faults;
@@ -212,35 +239,28 @@ fn attach_failures(a: &Args) -> Res {
     }
     check(failures > 3, || format!("only {failures} allocations in attach"))?;
     println!("attach failed cleanly at each of its {failures} M_NOWAIT allocations");
-    k.kldunload(id).map_err(|e| format!("kldunload: error {e}"))?;
-    ledgers_back(&k, &before, "after kldunload")
+    unload(&k, id, &before, "after kldunload")
 }
 
 fn attach_no_msix(a: &Args) -> Res {
-    let w = world(1, None)?;
-    let k = boot(&w, BootConfig { echo: a.echo, no_msix: true, ..BootConfig::default() })?;
-    let before = k.ledgers();
-    let id = k.kldload(&a.ko)?;
+    let Loaded { w: _vm, k, before, id } =
+        load(a, world(1, None)?, BootConfig { no_msix: true, ..BootConfig::default() })?;
     check(k.devices() == ["ptnrsmem0"], || format!("devices {:?}", k.devices()))?;
     check(dmesg_has(&k, "ptnrs0: cannot allocate MSI-X vectors"), || show_dmesg(&k))?;
     check(dmesg_has(&k, "device_attach: ptnrs0 attach returned 6"), || show_dmesg(&k))?;
-    k.kldunload(id).map_err(|e| format!("kldunload: error {e}"))?;
-    ledgers_back(&k, &before, "after kldunload")
+    unload(&k, id, &before, "after kldunload")
 }
 
 fn attach_no_memdev(a: &Args) -> Res {
-    let w = world(1, None)?;
-    let k = boot(&w, BootConfig { echo: a.echo, no_memdev: true, ..BootConfig::default() })?;
-    let before = k.ledgers();
-    let id = k.kldload(&a.ko)?;
+    let Loaded { w: _vm, k, before, id } =
+        load(a, world(1, None)?, BootConfig { no_memdev: true, ..BootConfig::default() })?;
     check(k.devices() == ["ptnrs0"], || format!("devices {:?}", k.devices()))?;
     let rc = k.ifconfig_updown("ptnrs0", true);
     check(rc != 0, || "ifconfig up without the host memory succeeded".into())?;
     let info = k.ifconfig("ptnrs0").map_err(|e| format!("ifconfig: {e}"))?;
     check(info.drv_flags & IFF_DRV_RUNNING == 0, || "running without host memory".into())?;
     println!("ifconfig up: error {rc}; dmesg:\n{}", show_dmesg(&k));
-    k.kldunload(id).map_err(|e| format!("kldunload: error {e}"))?;
-    ledgers_back(&k, &before, "after kldunload")
+    unload(&k, id, &before, "after kldunload")
 }
 
 /// ifconfig and sysctl as a user sees them.
@@ -260,7 +280,7 @@ fn ifconfig(a: &Args) -> Res {
     let hw = CsumFlags::from_bits_truncate(i.hwassist as u32);
     check(hw.contains(CsumFlags::IP_TCP | CsumFlags::IP_TSO), || format!("hwassist {hw:?}"))?;
     // Up: running, media active.
-    check(k.ifconfig_updown("ptnrs0", true) == 0, || "ifconfig up".into())?;
+    up(&k)?;
     let i = k.ifconfig("ptnrs0").unwrap();
     check(i.flags & IFF_UP != 0 && i.drv_flags & IFF_DRV_RUNNING != 0, || format!("flags {:#x}", i.drv_flags))?;
     check(i.media_status == IFM_AVALID | IFM_ACTIVE, || format!("media status up {:#x}", i.media_status))?;
@@ -333,10 +353,7 @@ fn report(what: &str, r: &BulkReport) {
 /// TCP both ways between the module's interface and a simulated guest,
 /// with TSO and LRO, the mbufs checked by the stack.
 fn traffic(a: &Args) -> Res {
-    let w = world(2, None)?;
-    let k = boot(&w, BootConfig { echo: a.echo, ..BootConfig::default() })?;
-    let before = k.ledgers();
-    let id = k.kldload(&a.ko)?;
+    let Loaded { w, k, before, id } = load(a, world(2, None)?, BootConfig::default())?;
     let hk: Arc<dyn Nic> = HkIf::new(k.clone(), "ptnrs0");
     let sim: Arc<dyn Nic> = w.ifp(1).clone();
     let d = Duration::from_secs_f64(a.seconds);
@@ -358,16 +375,12 @@ fn traffic(a: &Args) -> Res {
     );
     check(tso > 0 && lro > 0, || "the sysctl counters did not count TSO and LRO".into())?;
     check(i.counters[IPACKETS] > 0 && i.counters[OPACKETS] > 0, || "if_get_counter counted nothing".into())?;
-    k.kldunload(id).map_err(|e| format!("kldunload: error {e}"))?;
-    ledgers_back(&k, &before, "after traffic and kldunload")
+    unload(&k, id, &before, "after traffic and kldunload")
 }
 
 /// TCP both ways between the module's interface and Linux through TAP.
 fn tap(a: &Args) -> Res {
-    let w = world(1, None)?;
-    let k = boot(&w, BootConfig { echo: a.echo, ..BootConfig::default() })?;
-    let before = k.ledgers();
-    let id = k.kldload(&a.ko)?;
+    let Loaded { w, k, before, id } = load(a, world(1, None)?, BootConfig::default())?;
     let tap = w.attach_tap(1500, Peer::Routed).map_err(|e| format!("TAP: {e}"))?;
     let hk: Arc<dyn Nic> = HkIf::new(k.clone(), "ptnrs0");
     let d = Duration::from_secs_f64(a.seconds);
@@ -379,8 +392,7 @@ fn tap(a: &Args) -> Res {
         report(&format!("Linux -> module (IPv{})", if ipv6 { 6 } else { 4 }), &back);
     }
     drop(tap);
-    k.kldunload(id).map_err(|e| format!("kldunload: error {e}"))?;
-    ledgers_back(&k, &before, "after TAP traffic and kldunload")
+    unload(&k, id, &before, "after TAP traffic and kldunload")
 }
 
 /// Sends `n` numbered frames from the simulated guest to VM 0.
@@ -489,12 +501,8 @@ fn nm_transmit(w: &World, fd: &NetmapFd<'_>, ring: u32, seqs: std::ops::Range<u6
 /// netmap's modes are per kring: two applications on different ring
 /// pairs; when one leaves, the other keeps its rings.
 fn netmap_rings(a: &Args) -> Res {
-    let w = world_rings(2, 2, None)?;
-    w.ifp(1).if_up().map_err(|e| e.to_string())?;
-    let k = boot(&w, BootConfig { echo: a.echo, ..BootConfig::default() })?;
-    let before = k.ledgers();
-    let id = k.kldload(&a.ko)?;
-    check(k.ifconfig_updown("ptnrs0", true) == 0, || "ifconfig up".into())?;
+    let Loaded { w, k, before, id } = load(a, world_rings(2, 2, None)?, BootConfig::default())?;
+    up(&k)?;
     {
         let fd0 = k.netmap_open_ring("ptnrs0", 0).map_err(|e| format!("netmap open ring 0: {e}"))?;
         let fd1 = k.netmap_open_ring("ptnrs0", 1).map_err(|e| format!("netmap open ring 1: {e}"))?;
@@ -506,20 +514,15 @@ fn netmap_rings(a: &Args) -> Res {
             format!("ring 1: the guest got {} of 1000 after the ring 0 client left", got.len())
         })?;
     }
-    k.kldunload(id).map_err(|e| format!("kldunload: error {e}"))?;
-    ledgers_back(&k, &before, "after two netmap clients and kldunload")
+    unload(&k, id, &before, "after two netmap clients and kldunload")
 }
 
 /// A netmap application on the module's rings while the stack is idle:
 /// pkt-gen-like transmit and receive, exactly once and in order, then the
 /// rings go back to the stack.
 fn netmap(a: &Args) -> Res {
-    let w = world(2, None)?;
-    w.ifp(1).if_up().map_err(|e| e.to_string())?;
-    let k = boot(&w, BootConfig { echo: a.echo, ..BootConfig::default() })?;
-    let before = k.ledgers();
-    let id = k.kldload(&a.ko)?;
-    check(k.ifconfig_updown("ptnrs0", true) == 0, || "ifconfig up".into())?;
+    let Loaded { w, k, before, id } = load(a, world(2, None)?, BootConfig::default())?;
+    up(&k)?;
     // The stack uses the rings first, so that netmap takes them over
     // mid-ring (the driver's pointers, not netmap's defaults, count).
     for s in 0..100 {
@@ -631,8 +634,7 @@ fn netmap(a: &Args) -> Res {
     check(seen == (5_000_000..5_000_010).collect::<Vec<_>>(), || {
         format!("the stack got {seen:?} after netmap closed")
     })?;
-    k.kldunload(id).map_err(|e| format!("kldunload: error {e}"))?;
-    ledgers_back(&k, &before, "after netmap and kldunload")
+    unload(&k, id, &before, "after netmap and kldunload")
 }
 
 /// Detach and unload while the stack sends and receives.
@@ -643,7 +645,7 @@ fn detach_under_traffic(a: &Args) -> Res {
     let before = k.ledgers();
     for round in 0..3 {
         let id = k.kldload(&a.ko)?;
-        check(k.ifconfig_updown("ptnrs0", true) == 0, || "ifconfig up".into())?;
+        up(&k)?;
         let stop = AtomicBool::new(false);
         let sent = std::thread::scope(|s| -> Result<u64, String> {
             let tx = s.spawn(|| {
@@ -720,12 +722,8 @@ fn cycles(a: &Args) -> Res {
 /// ways, netmap, down, detach, unload (for altered modules whose misuse
 /// of a KPI the kernel must catch).
 fn exercise(a: &Args) -> Res {
-    let w = world(2, None)?;
-    w.ifp(1).if_up().map_err(|e| e.to_string())?;
-    let k = boot(&w, BootConfig { echo: a.echo, ..BootConfig::default() })?;
-    let before = k.ledgers();
-    let id = k.kldload(&a.ko)?;
-    check(k.ifconfig_updown("ptnrs0", true) == 0, || "ifconfig up".into())?;
+    let Loaded { w, k, before, id } = load(a, world(2, None)?, BootConfig::default())?;
+    up(&k)?;
     k.bpf_listen("ptnrs0", true);
     for s in 0..64 {
         let f = test_frame(vm_mac(1), vm_mac(0), s, 1000);
@@ -746,7 +744,7 @@ fn exercise(a: &Args) -> Res {
     drop(k.netmap_open("ptnrs0").map_err(|e| format!("netmap open: {e}"))?);
     std::thread::sleep(Duration::from_millis(1100));
     check(k.ifconfig_updown("ptnrs0", false) == 0, || "ifconfig down".into())?;
-    check(k.ifconfig_updown("ptnrs0", true) == 0, || "ifconfig up".into())?;
+    up(&k)?;
     // DEVICE_SHUTDOWN (reboot): the host stops writing into guest memory.
     check(k.devctl_power(0) == 0, || "shutdown".into())?;
     check(w.vms[0].dev.kloops().is_empty(), || "the host still runs after shutdown".into())?;
@@ -756,8 +754,7 @@ fn exercise(a: &Args) -> Res {
         .collect();
     check(csb.iter().all(|v| *v == 0), || format!("the CSB stays programmed after shutdown: {csb:x?}"))?;
     check(k.devctl_detach("ptnrs0") == 0, || "devctl detach".into())?;
-    k.kldunload(id).map_err(|e| format!("kldunload: error {e}"))?;
-    ledgers_back(&k, &before, "after exercise")
+    unload(&k, id, &before, "after exercise")
 }
 
 /// The hostile host: traffic both ways while it lies, then the module
@@ -801,8 +798,7 @@ fn chaos(a: &Args) -> Res {
         + k.sysctl_u64("dev.ptnrs.0.txq0.host_errors").unwrap_or(0);
     println!("chaos: {sent} packets accepted, {herr} host ring updates refused; dmesg {} lines", k.host.dmesg().len());
     let _ = k.host.rx.frames.lock().unwrap().remove("ptnrs0");
-    k.kldunload(id).map_err(|e| format!("kldunload: error {e}"))?;
-    ledgers_back(&k, &before, "after chaos and kldunload")
+    unload(&k, id, &before, "after chaos and kldunload")
 }
 
 fn parse() -> Result<Args, String> {
