@@ -167,7 +167,9 @@ impl Softc {
         }
         let counters = sc.counters();
         sc.dev.teardown();
-        if let (Some(m), Some(o)) = (sc.users.lock().memdev.take(), ops()) {
+        // Released without the core's mutex: the shim may sleep there.
+        let memdev = sc.users.lock().memdev.take();
+        if let (Some(m), Some(o)) = (memdev, ops()) {
             // SAFETY: `m` is what `memdev_find` returned for this device.
             unsafe { (o.memdev_release)(sc.shim.0, &m) };
         }
@@ -199,8 +201,7 @@ impl Softc {
     /// netmap's `nm_config`: maps the host memory if needed (netmap asks
     /// before it registers a client) and returns the buffer size.
     pub fn nm_config(&self) -> Result<u32, Error> {
-        let mut users = self.users.lock();
-        self.ensure_memory(&mut users)?;
+        self.ensure_memory()?;
         self.dev.layout().map(|l| l.buffers.buf_size()).ok_or(Error::Invalid)
     }
 
@@ -214,8 +215,10 @@ impl Softc {
 
     /// Finds and maps the host memory the first time the rings are needed
     /// (the NIC may have attached before its memdev); the memdev is held
-    /// from then until detach.
-    fn ensure_memory(&self, users: &mut Users) -> Result<(), Error> {
+    /// from then until detach. The lookup runs without the core's mutex:
+    /// it may sleep (the zero-copy build finalizes netmap's guest
+    /// allocator there, which takes netmap's sx lock and maps the BAR).
+    fn ensure_memory(&self) -> Result<(), Error> {
         if self.dev.layout().is_some() {
             return Ok(());
         }
@@ -227,6 +230,14 @@ impl Softc {
             let e = AttachError::NoMemdev { memid };
             self.dev.kernel().log(LogLevel::Error, format_args!("cannot map the host memory: {e} (is it attached?)"));
             return Err(Error::Attach(e));
+        }
+        let mut users = self.users.lock();
+        if users.memdev.is_some() {
+            // Another thread mapped it meanwhile: one reference is enough.
+            drop(users);
+            // SAFETY: `m` is what `memdev_find` just returned.
+            unsafe { (o.memdev_release)(self.shim.0, &m) };
+            return Ok(());
         }
         let mapped = (|| {
             let base = NonNull::new(m.base).ok_or(AttachError::NoMemdev { memid })?;
@@ -243,6 +254,7 @@ impl Softc {
                 Ok(())
             }
             Err(e) => {
+                drop(users);
                 self.dev.kernel().log(LogLevel::Error, format_args!("cannot map the host memory: {e}"));
                 // SAFETY: `m` is what `memdev_find` just returned.
                 unsafe { (o.memdev_release)(self.shim.0, &m) };
@@ -251,9 +263,12 @@ impl Softc {
         }
     }
 
-    /// Adds a user of the rings (see [`Ptnet::up`]) with the memory mapped.
-    fn add_user(&self, users: &mut Users) -> Result<(), Error> {
-        self.ensure_memory(users)?;
+    /// Adds a user of the rings (see [`Ptnet::up`]); the memory is mapped
+    /// ([`Softc::ensure_memory`], before the core's mutex is taken).
+    fn add_user(&self, _held: &mut Users) -> Result<(), Error> {
+        if self.dev.layout().is_none() {
+            return Err(Error::Attach(AttachError::NoMemdev { memid: self.dev.info().memid }));
+        }
         self.dev.up(EachRing(self)).map_err(|e| {
             self.dev.kernel().log(LogLevel::Error, format_args!("cannot bring the rings up: {e}"));
             Error::Up(e)
@@ -273,6 +288,7 @@ impl Softc {
     /// `if_init`: the interface takes the rings (the host starts if nobody
     /// else uses them). The shim then schedules every RX task once.
     pub fn if_init(&self) -> Result<(), Error> {
+        self.ensure_memory()?;
         let mut users = self.users.lock();
         if users.if_up {
             return Ok(());
@@ -463,6 +479,7 @@ impl Softc {
     /// are copied into the application's ring first. Stack packets queued
     /// on a TX ring are freed and counted.
     pub fn nm_ring_on(&self, dir: Dir, idx: u32, guest: Option<&PtnetRsNmRing>) -> Result<Kring, Error> {
+        self.ensure_memory()?;
         let mut users = self.users.lock();
         let owner = self.owner(dir, idx).ok_or(Error::NoRing)?;
         if owner.load(Ordering::Acquire) {
