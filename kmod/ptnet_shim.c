@@ -1241,10 +1241,6 @@ ptnrs_teardown(struct ptnrs_softc *sc)
 		ether_ifdetach(sc->ifp);
 		sc->ether_attached = 0;
 	}
-	if (sc->nm_attached) {
-		netmap_detach(sc->ifp);
-		sc->nm_attached = 0;
-	}
 	callout_drain(&sc->tick);
 	taskqueue_drain(taskqueue_thread, &sc->tick_task);
 	/* No sysctl handler runs on a queue past this. */
@@ -1260,6 +1256,16 @@ ptnrs_teardown(struct ptnrs_softc *sc)
 			return (error);
 		}
 		sc->rs = NULL;
+	}
+	/*
+	 * netmap's adapter goes after the archive, which releases the host
+	 * memory through it in the zero-copy build (netmap_mem_deref on the
+	 * adapter's allocator); no client can register meanwhile
+	 * (sc->detaching, or attach failed).
+	 */
+	if (sc->nm_attached) {
+		netmap_detach(sc->ifp);
+		sc->nm_attached = 0;
 	}
 	if (sc->ifp != NULL) {
 		ifmedia_removeall(&sc->media);
