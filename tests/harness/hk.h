@@ -141,6 +141,22 @@ int	hk_mbuf_check_chain(struct mbuf *m, const char *what, const void *caller);
 void	hk_check_freed(const void *p, size_t size, const void *caller);
 int	hk_locks_held(void);
 
+/* netmap's adapters and krings (kern_netmap.c). */
+struct netmap_adapter;
+struct netmap_hw_adapter;
+struct netmap_mem_d;
+struct netmap_ring;
+int	hk_netmap_attach_ext(struct netmap_adapter *arg, size_t size,
+	    struct netmap_hw_adapter **out);
+int	hk_krings_create(struct netmap_adapter *na);
+void	hk_krings_delete(struct netmap_adapter *na);
+void	hk_bus_probe_all(void);
+#ifdef WITH_PTNETMAP
+/* The ptnetmap guest allocator (kern_ptnetmap.c). */
+struct netmap_ring *hk_ptmem_ring(struct netmap_mem_d *m, int tx, u_int i);
+void	hk_ptmem_free(struct netmap_mem_d *m);
+#endif
+
 /* A sleep mutex's short-term wrappers for the kernel's own state. */
 struct hk_mtx {
 	void	*l;

@@ -419,6 +419,18 @@ hk_topo_unlock(void)
 	sx_xunlock(&hk_topo);
 }
 
+/* The bus enumerates its devices for the drivers the kernel has. */
+void
+hk_bus_probe_all(void)
+{
+	int i;
+
+	hk_topo_lock();
+	for (i = 0; i < hk_ndevs; i++)
+		(void)hk_probe_and_attach(&hk_devs[i]);
+	hk_topo_unlock();
+}
+
 /* devctl(8): detach and attach by name, as a user would. */
 int hk_devctl_detach(const char *nameunit);
 int
@@ -648,6 +660,13 @@ bus_release_resource(device_t dev, struct resource *res)
 			hk_res[i] = NULL;
 	free(r, M_DEVBUF);
 	return (0);
+}
+
+bus_space_handle_t
+rman_get_bushandle(const struct resource *r)
+{
+
+	return (r->r_bushandle);
 }
 
 void

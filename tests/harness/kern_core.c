@@ -994,10 +994,11 @@ hk_boot(struct sysctl_oid **oid, struct sysctl_oid **oid_end,
 	hk_lock_boot();
 	hk_sysctl_boot();
 	hk_sysctl_register_set(oid, oid_end);
-	for (; si != NULL && si < si_end; si++)
-		(*si)->func((*si)->udata);
 	hk_bus_boot();
 	hk_taskq_boot();
 	hk_if_boot();
 	hk_netmap_boot();
+	/* The kernel's own SYSINITs (malloc types, built-in drivers). */
+	for (; si != NULL && si < si_end; si++)
+		(*si)->func((*si)->udata);
 }

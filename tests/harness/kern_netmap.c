@@ -35,6 +35,7 @@
 #include <net/if_var.h>
 #include <net/netmap.h>
 #include <dev/netmap/netmap_kern.h>
+#include <dev/netmap/netmap_mem2.h>
 
 NMG_LOCK_T netmap_global_lock;
 
@@ -53,6 +54,7 @@ struct hk_nmx {
 	uint32_t		 nbufs;
 	char			*rings;
 	uint64_t		 host_drops;	/* netmap_transmit */
+	int			 pt_finalized;	/* holds the guest allocator */
 };
 
 static struct hk_nmx hk_nmxs[HK_MAXNA];
@@ -101,8 +103,13 @@ hk_netmap_hw_reg(struct netmap_adapter *na, int onoff)
 	return (hwna->nm_hw_register(na, onoff));
 }
 
+/*
+ * netmap_attach_ext(): an adapter of `size` bytes (a netmap_hw_adapter
+ * or a larger one that starts with it) copied from `arg`.
+ */
 int
-netmap_attach(struct netmap_adapter *arg)
+hk_netmap_attach_ext(struct netmap_adapter *arg, size_t size,
+    struct netmap_hw_adapter **out)
 {
 	struct netmap_hw_adapter *hwna;
 	struct hk_nmx *x;
@@ -131,7 +138,7 @@ netmap_attach(struct netmap_adapter *arg)
 		printf("Error: netmap adapter hook is busy\n");
 		return (EBUSY);
 	}
-	hwna = malloc(sizeof(*hwna), M_NETMAP, M_NOWAIT | M_ZERO);
+	hwna = malloc(size, M_NETMAP, M_NOWAIT | M_ZERO);
 	if (hwna == NULL)
 		return (ENOMEM);
 	hwna->up = *arg;
@@ -145,6 +152,10 @@ netmap_attach(struct netmap_adapter *arg)
 	if (hwna->up.num_host_tx_rings == 0)
 		hwna->up.num_host_tx_rings = 1;
 	hwna->up.nm_notify = hk_netmap_notify;
+	if (hwna->up.nm_krings_create == NULL) {
+		hwna->up.nm_krings_create = hk_krings_create;
+		hwna->up.nm_krings_delete = hk_krings_delete;
+	}
 	hwna->up.if_input = if_getinputfn(ifp);
 	hwna->up.na_refcount = 1;
 	NMG_LOCK();
@@ -164,7 +175,16 @@ netmap_attach(struct netmap_adapter *arg)
 	if_printf(ifp, "netmap queues/slots: TX %d/%d, RX %d/%d\n",
 	    hwna->up.num_tx_rings, hwna->up.num_tx_desc,
 	    hwna->up.num_rx_rings, hwna->up.num_rx_desc);
+	*out = hwna;
 	return (0);
+}
+
+int
+netmap_attach(struct netmap_adapter *arg)
+{
+	struct netmap_hw_adapter *hwna;
+
+	return (hk_netmap_attach_ext(arg, sizeof(*hwna), &hwna));
 }
 
 static void
@@ -172,6 +192,12 @@ hk_na_free(struct netmap_adapter *na)
 {
 	struct hk_nmx *x = hk_nmx(na);
 
+	/* netmap_adapter_put() */
+	if (na->nm_dtor != NULL)
+		na->nm_dtor(na);
+#ifdef WITH_PTNETMAP
+	hk_ptmem_free(na->nm_mem);
+#endif
 	hk->cond_free(x->cond[NR_TX]);
 	hk->cond_free(x->cond[NR_RX]);
 	hk->lock_free(x->lock);
@@ -303,7 +329,7 @@ struct hk_nmport {
 };
 
 /* netmap_krings_create(), host rings included. */
-static int
+int
 hk_krings_create(struct netmap_adapter *na)
 {
 	struct netmap_kring *kring;
@@ -346,7 +372,7 @@ hk_krings_create(struct netmap_adapter *na)
 	return (0);
 }
 
-static void
+void
 hk_krings_delete(struct netmap_adapter *na)
 {
 	struct netmap_kring **kring;
@@ -368,6 +394,26 @@ hk_mem_create(struct netmap_adapter *na)
 	u_int i, j, next = 2;
 	enum txrx t;
 
+#ifdef WITH_PTNETMAP
+	/* The guest allocator: the host's rings and buffers, mapped by
+	 * netmap_mem_finalize() (netmap_mem_pt_guest_rings_create). */
+	if (na->nm_mem != NULL) {
+		int error = netmap_mem_finalize(na->nm_mem, na);
+
+		if (error != 0)
+			return (error);
+		x->pt_finalized = 1;
+		(void)netmap_mem_get_lut(na->nm_mem, &na->na_lut);
+		for_rx_tx(t)
+			for (i = 0; i < nma_get_nrings(na, t); i++) {
+				ring = hk_ptmem_ring(na->nm_mem, t == NR_TX, i);
+				if (ring == NULL)
+					return (ENXIO);
+				NMR(na, t)[i]->ring = ring;
+			}
+		return (0);
+	}
+#endif
 	x->nbufs = 2;
 	for_rx_tx(t)
 		x->nbufs += nma_get_nrings(na, t) * nma_get_ndesc(na, t);
@@ -423,6 +469,12 @@ hk_mem_delete(struct netmap_adapter *na)
 			NMR(na, t)[i]->ring = NULL;
 	na->na_lut.lut = NULL;
 	na->na_lut.objtotal = 0;
+#ifdef WITH_PTNETMAP
+	if (x->pt_finalized) {
+		x->pt_finalized = 0;
+		(void)netmap_mem_deref(na->nm_mem, na);
+	}
+#endif
 	if (x->bufs != NULL)
 		hk->release(x->bufs);
 	if (x->lut != NULL)
@@ -499,7 +551,7 @@ hk_nm_open(const char *ifname, int ring, struct hk_nmport **out)
 	if (na->active_fds == 0) {
 		error = hk_update_config(na);
 		if (error == 0)
-			error = hk_krings_create(na);
+			error = na->nm_krings_create(na);
 		if (error == 0)
 			error = hk_mem_create(na);
 		if (error != 0)
@@ -554,7 +606,7 @@ hk_nm_open(const char *ifname, int ring, struct hk_nmport **out)
 fail:
 	hk_mem_delete(na);
 	if (na->tx_rings != NULL)
-		hk_krings_delete(na);
+		na->nm_krings_delete(na);
 	NMG_UNLOCK();
 	return (error);
 }
@@ -583,7 +635,7 @@ hk_nm_close(struct hk_nmport *p)
 		(void)na->nm_register(na, 0);
 	if (na->active_fds == 0) {
 		hk_mem_delete(na);
-		hk_krings_delete(na);
+		na->nm_krings_delete(na);
 		if (na->na_flags & NAF_ZOMBIE)
 			hk_na_free(na);
 	}

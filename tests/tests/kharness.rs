@@ -55,6 +55,34 @@ fn scenario(name: &str, extra: &[&str]) -> String {
     t
 }
 
+/// Runs a scenario with the zero-copy module in a kernel built with
+/// WITH_PTNETMAP (netmap's memdev driver and guest allocator).
+fn scenario_ptnetmap(name: &str, extra: &[&str]) -> String {
+    let ko = top().join("target/kmod/obj-ptnetmap/ptnrs.ko");
+    assert!(ko.exists(), "{}: run `make kmod` first", ko.display());
+    let o = kharness(name, &ko, &[&["--ptnetmap"], extra].concat());
+    let t = text(&o);
+    assert!(o.status.success(), "kharness {name} --ptnetmap: {:?}\n{t}", o.status);
+    t
+}
+
+#[test]
+fn zero_copy_tcp_with_tso_and_lro_in_a_ptnetmap_kernel() {
+    scenario_ptnetmap("traffic", &["--seconds", "1"]);
+}
+
+#[test]
+fn zero_copy_netmap_applications_in_a_ptnetmap_kernel() {
+    scenario_ptnetmap("netmap", &[]);
+    scenario_ptnetmap("netmap-rings", &[]);
+}
+
+#[test]
+fn zero_copy_module_life_in_a_ptnetmap_kernel() {
+    scenario_ptnetmap("exercise", &[]);
+    scenario_ptnetmap("cycles", &["--cycles", "200"]);
+}
+
 #[test]
 fn kldload_probe_attach_detach_kldunload() {
     scenario("lifecycle", &[]);

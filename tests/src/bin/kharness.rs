@@ -1,4 +1,4 @@
-//! `kharness SCENARIO [--ko PATH] [--echo] [--cycles N] [--seconds S]`:
+//! `kharness SCENARIO [--ko PATH] [--ptnetmap] [--echo] [--cycles N] [--seconds S]`:
 //! boots the userspace FreeBSD kernel of `ptnet_tests::kharness` in a VM
 //! of the simulator, loads the real `ptrns.ko` into it as kldload does,
 //! and runs one scenario. Exit status 0 when the scenario held, 1 when a
@@ -51,6 +51,8 @@ struct Args {
     scenario: String,
     ko: PathBuf,
     echo: bool,
+    /// A kernel built with WITH_PTNETMAP, and the zero-copy module.
+    ptnetmap: bool,
     cycles: u32,
     seconds: f64,
 }
@@ -93,8 +95,9 @@ fn world_rings(guests: usize, rings: u32, chaos: Option<u64>) -> Result<World, S
     Ok(w)
 }
 
-fn boot(w: &World, cfg: BootConfig) -> Result<Arc<Kernel>, String> {
-    Kernel::boot(&w.vms[0], &cfg).map(Arc::new)
+/// Boots VM 0's kernel (`--echo` and `--ptnetmap` from the command line).
+fn boot(a: &Args, w: &World, cfg: BootConfig) -> Result<Arc<Kernel>, String> {
+    Kernel::boot(&w.vms[0], &BootConfig { echo: a.echo, ptnetmap: a.ptnetmap, ..cfg }).map(Arc::new)
 }
 
 /// The module loaded in the kernel of VM 0 of `w` (booted with `cfg`,
@@ -110,7 +113,7 @@ fn load(a: &Args, w: World, cfg: BootConfig) -> Result<Loaded, String> {
     for i in 1..w.vms.len() {
         w.ifp(i).if_up().map_err(|e| e.to_string())?;
     }
-    let k = boot(&w, BootConfig { echo: a.echo, ..cfg })?;
+    let k = boot(a, &w, cfg)?;
     let before = k.ledgers();
     let id = k.kldload(&a.ko)?;
     Ok(Loaded { w, k, before, id })
@@ -182,7 +185,7 @@ fn lifecycle(a: &Args) -> Res {
         mem_bar: None,
         msix_vectors: 0,
     });
-    let k = boot(&w, BootConfig { echo: a.echo, ..BootConfig::default() })?;
+    let k = boot(a, &w, BootConfig::default())?;
     let before = k.ledgers();
     let id = k.kldload(&a.ko)?;
     let devs = k.devices();
@@ -266,7 +269,7 @@ fn attach_no_memdev(a: &Args) -> Res {
 /// ifconfig and sysctl as a user sees them.
 fn ifconfig(a: &Args) -> Res {
     let w = world(1, None)?;
-    let k = boot(&w, BootConfig { echo: a.echo, ..BootConfig::default() })?;
+    let k = boot(a, &w, BootConfig::default())?;
     let id = k.kldload(&a.ko)?;
     let i = k.ifconfig("ptnrs0").map_err(|e| format!("ifconfig: {e}"))?;
     let caps = IfCap::from_bits_truncate(i.capabilities as u32);
@@ -327,7 +330,7 @@ fn ifconfig(a: &Args) -> Res {
 fn tunable(a: &Args) -> Res {
     let w = world(1, None)?;
     let kenv = vec![("hw.ptnrs.vnet_hdr".to_string(), 0)];
-    let k = boot(&w, BootConfig { echo: a.echo, kenv, ..BootConfig::default() })?;
+    let k = boot(a, &w, BootConfig { kenv, ..BootConfig::default() })?;
     let id = k.kldload(&a.ko)?;
     check(k.sysctl_u64("hw.ptnrs.vnet_hdr") == Ok(0), || "the tunable was not fetched".into())?;
     let i = k.ifconfig("ptnrs0").map_err(|e| format!("ifconfig: {e}"))?;
@@ -641,7 +644,7 @@ fn netmap(a: &Args) -> Res {
 fn detach_under_traffic(a: &Args) -> Res {
     let w = world(2, None)?;
     w.ifp(1).if_up().map_err(|e| e.to_string())?;
-    let k = boot(&w, BootConfig { echo: a.echo, ..BootConfig::default() })?;
+    let k = boot(a, &w, BootConfig::default())?;
     let before = k.ledgers();
     for round in 0..3 {
         let id = k.kldload(&a.ko)?;
@@ -687,7 +690,7 @@ fn detach_under_traffic(a: &Args) -> Res {
 fn cycles(a: &Args) -> Res {
     let w = world(2, None)?;
     w.ifp(1).if_up().map_err(|e| e.to_string())?;
-    let k = boot(&w, BootConfig { echo: a.echo, ..BootConfig::default() })?;
+    let k = boot(a, &w, BootConfig::default())?;
     let before = k.ledgers();
     let start = Instant::now();
     let mut frames = 0;
@@ -762,7 +765,7 @@ fn exercise(a: &Args) -> Res {
 fn chaos(a: &Args) -> Res {
     let w = world(2, Some(0xc4a05))?;
     w.ifp(1).if_up().map_err(|e| e.to_string())?;
-    let k = boot(&w, BootConfig { echo: a.echo, ..BootConfig::default() })?;
+    let k = boot(a, &w, BootConfig::default())?;
     let before = k.ledgers();
     let id = k.kldload(&a.ko)?;
     let mut attach = 0;
@@ -803,17 +806,22 @@ fn chaos(a: &Args) -> Res {
 
 fn parse() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
-    let scenario = it.next().ok_or("usage: kharness SCENARIO [--ko PATH] [--echo] [--cycles N] [--seconds S]")?;
+    let scenario =
+        it.next().ok_or("usage: kharness SCENARIO [--ko PATH] [--ptnetmap] [--echo] [--cycles N] [--seconds S]")?;
     let top = PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
-    let mut a = Args { scenario, ko: top.join("target/kmod/obj/ptnrs.ko"), echo: false, cycles: 1000, seconds: 1.0 };
+    let mut a = Args { scenario, ko: PathBuf::new(), echo: false, ptnetmap: false, cycles: 1000, seconds: 1.0 };
     while let Some(x) = it.next() {
         match x.as_str() {
             "--ko" => a.ko = it.next().ok_or("--ko PATH")?.into(),
             "--echo" => a.echo = true,
+            "--ptnetmap" => a.ptnetmap = true,
             "--cycles" => a.cycles = it.next().and_then(|v| v.parse().ok()).ok_or("--cycles N")?,
             "--seconds" => a.seconds = it.next().and_then(|v| v.parse().ok()).ok_or("--seconds S")?,
             _ => return Err(format!("unknown argument {x}")),
         }
+    }
+    if a.ko.as_os_str().is_empty() {
+        a.ko = top.join(if a.ptnetmap { "target/kmod/obj-ptnetmap/ptnrs.ko" } else { "target/kmod/obj/ptnrs.ko" });
     }
     Ok(a)
 }

@@ -32,8 +32,11 @@ use std::ffi::{c_char, c_int, c_ulong, c_void, CString};
 use std::path::Path;
 use std::sync::Arc;
 
-/// The harness kernel object `tests/build.rs` builds.
+/// The harness kernel objects `tests/build.rs` builds: a stock GENERIC
+/// kernel's netmap, and a kernel built with `WITH_PTNETMAP`.
 pub const KERNEL_OBJECT: &str = env!("HK_KERNEL_OBJECT");
+/// See [`KERNEL_OBJECT`].
+pub const KERNEL_OBJECT_PTNETMAP: &str = env!("HK_KERNEL_OBJECT_PTNETMAP");
 
 /// First I/O port of the PCI functions' BAR 0 (one 256-byte window each).
 const IO_BASE: u16 = 0xc000;
@@ -149,6 +152,7 @@ kfns! {
     hk_td_destroy: fn(*mut c_void);
     hk_boot: fn(u64, u64, u64, u64);
     hk_pci_add: fn(*mut HkPci);
+    hk_bus_probe_all: fn();
     hk_kld_load: fn(c_int, *const c_char, u64, u64, u64, u64, u64, u64) -> c_int;
     hk_kld_unload: fn(c_int, u64, u64, u64, u64) -> c_int;
     hk_devctl_detach: fn(*const c_char) -> c_int;
@@ -195,6 +199,9 @@ pub struct BootConfig {
     pub no_memdev: bool,
     /// loader.conf tunables.
     pub kenv: Vec<(String, i32)>,
+    /// A kernel built with `WITH_PTNETMAP` (netmap's ptnetmap guest
+    /// support: its memdev driver and guest allocator).
+    pub ptnetmap: bool,
 }
 
 /// A loaded module.
@@ -237,7 +244,8 @@ impl Kernel {
             pci.iter().enumerate().map(|(i, p)| (IO_BASE + IO_SIZE * i as u16, IO_SIZE, p.io.clone())).collect();
         let host = host::init(vm.kernel.clone(), ports, cfg.echo);
         host.kenv.lock().unwrap().extend(cfg.kenv.iter().cloned());
-        let bytes = std::fs::read(KERNEL_OBJECT).map_err(|e| format!("{KERNEL_OBJECT}: {e}"))?;
+        let obj = if cfg.ptnetmap { KERNEL_OBJECT_PTNETMAP } else { KERNEL_OBJECT };
+        let bytes = std::fs::read(obj).map_err(|e| format!("{obj}: {e}"))?;
         let img = Arc::new(Image::load("kernel", &bytes, &|_| None)?);
         let f = KFns::load(&img)?;
         host.images.write().unwrap().push(img.clone());
@@ -265,6 +273,8 @@ impl Kernel {
             (f.hk_pci_add)(&mut *b);
             boxes.push(b);
         }
+        // The kernel's own drivers (a WITH_PTNETMAP kernel's memdev).
+        (f.hk_bus_probe_all)();
         Ok(Kernel {
             f,
             host,
