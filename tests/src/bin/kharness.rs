@@ -357,7 +357,8 @@ fn report(what: &str, r: &BulkReport) {
 /// with TSO and LRO, the mbufs checked by the stack.
 fn traffic(a: &Args) -> Res {
     let Loaded { w, k, before, id } = load(a, world(2, None)?, BootConfig::default())?;
-    let hk: Arc<dyn Nic> = HkIf::new(k.clone(), "ptnrs0");
+    let hkif = HkIf::new(k.clone(), "ptnrs0");
+    let hk: Arc<dyn Nic> = hkif.clone();
     let sim: Arc<dyn Nic> = w.ifp(1).clone();
     let d = Duration::from_secs_f64(a.seconds);
     let stall = Duration::from_secs(30);
@@ -377,6 +378,20 @@ fn traffic(a: &Args) -> Res {
         i.counters[IPACKETS], i.counters[OPACKETS]
     );
     check(tso > 0 && lro > 0, || "the sysctl counters did not count TSO and LRO".into())?;
+    // The mbufs as FreeBSD's stack takes them: verified checksums as
+    // CSUM_DATA_VALID | CSUM_PSEUDO_HDR with csum_data 0xffff, LRO frames
+    // with lro_nsegs, large frames in cluster chains, a flow hash.
+    let r = &hkif.rx;
+    let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    println!(
+        "mbufs received: {} frames, {} with the checksum verified, {} LRO, {} chains",
+        n(&r.frames),
+        n(&r.csum_valid),
+        n(&r.lro),
+        n(&r.chains)
+    );
+    check(n(&r.csum_malformed) == 0 && n(&r.unhashed) == 0, || format!("malformed receive metadata: {r:?}"))?;
+    check(n(&r.csum_valid) == n(&r.frames) && n(&r.lro) > 0 && n(&r.chains) > 0, || format!("{r:?}"))?;
     check(i.counters[IPACKETS] > 0 && i.counters[OPACKETS] > 0, || "if_get_counter counted nothing".into())?;
     unload(&k, id, &before, "after traffic and kldunload")
 }

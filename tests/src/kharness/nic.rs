@@ -34,6 +34,50 @@ pub struct HkIf {
     hwassist: AtomicU64,
     /// Packets the stack handed to `if_transmit` that were refused.
     pub refused: AtomicU64,
+    /// What the received mbufs carried.
+    pub rx: RxMbufStats,
+}
+
+/// What the stack saw on the mbufs `if_input` delivered.
+#[derive(Debug, Default)]
+pub struct RxMbufStats {
+    /// Frames.
+    pub frames: AtomicU64,
+    /// With the data checksum verified (`CSUM_DATA_VALID | CSUM_PSEUDO_HDR`,
+    /// `csum_data` 0xffff, as tcp_input() and udp_input() take it).
+    pub csum_valid: AtomicU64,
+    /// Claiming a verified checksum some other way (wrong for FreeBSD's
+    /// stack: it would check the wrong thing or nothing).
+    pub csum_malformed: AtomicU64,
+    /// Large-receive frames (`lro_nsegs` > 1).
+    pub lro: AtomicU64,
+    /// Frames spread over several mbufs.
+    pub chains: AtomicU64,
+    /// Frames without a flow hash type (`M_HASHTYPE_NONE`).
+    pub unhashed: AtomicU64,
+}
+
+impl RxMbufStats {
+    fn count(&self, r: &Received) {
+        let m = &r.meta;
+        let valid = CsumFlags::L4_VALID | CsumFlags::L4_CALC;
+        let f = CsumFlags::from_bits_truncate(m.csum_flags);
+        self.frames.fetch_add(1, Ordering::Relaxed);
+        if f.contains(valid) && m.csum_data == 0xffff {
+            self.csum_valid.fetch_add(1, Ordering::Relaxed);
+        } else if f.intersects(valid) {
+            self.csum_malformed.fetch_add(1, Ordering::Relaxed);
+        }
+        if m.lro_nsegs > 1 {
+            self.lro.fetch_add(1, Ordering::Relaxed);
+        }
+        if m.nsegs > 1 {
+            self.chains.fetch_add(1, Ordering::Relaxed);
+        }
+        if m.hashtype == 0 {
+            self.unhashed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl HkIf {
@@ -46,6 +90,7 @@ impl HkIf {
             capenable: AtomicU32::new(0),
             hwassist: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            rx: RxMbufStats::default(),
         });
         i.refresh();
         i
@@ -108,7 +153,10 @@ impl Nic for HkIf {
                 break;
             }
             match q.pop_front() {
-                Some(r) => input.push(r.frame),
+                Some(r) => {
+                    self.rx.count(&r);
+                    input.push(r.frame)
+                }
                 None => break,
             }
         }
