@@ -654,6 +654,38 @@ hk_nm_ring(struct hk_nmport *p, int tx, u_int i)
 	return (NMR(p->na, t)[i]->ring);
 }
 
+/*
+ * nma_intr_enable(): the NIC rings' interrupts on or off for a client
+ * that polls (the sync kloop does this), through nm_intr when the
+ * setting changes.
+ */
+int hk_nm_intr(struct hk_nmport *p, int onoff);
+int
+hk_nm_intr(struct hk_nmport *p, int onoff)
+{
+	struct netmap_adapter *na = p->na;
+	struct netmap_kring *kring;
+	int changed = 0;
+	enum txrx t;
+	u_int i;
+
+	for_rx_tx(t)
+		for (i = 0; i < nma_get_nrings(na, t); i++) {
+			kring = NMR(na, t)[i];
+			changed |= !onoff != !!(kring->nr_kflags & NKR_NOINTR);
+			if (onoff)
+				kring->nr_kflags &= ~NKR_NOINTR;
+			else
+				kring->nr_kflags |= NKR_NOINTR;
+		}
+	if (!changed)
+		return (0);
+	if (na->nm_intr == NULL)
+		return (-1);
+	na->nm_intr(na, onoff);
+	return (0);
+}
+
 /* The port's virtio-net header length (nmreq_port_hdr, NETMAP_REQ_PORT_HDR_GET). */
 int hk_nm_virt_hdr_len(struct hk_nmport *p);
 int

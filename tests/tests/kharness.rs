@@ -199,7 +199,12 @@ fn altered_run(tag: &str, edits: &[(&str, &str)], scenario: &str, status: i32) -
     let _ = ko();
     let bad = altered_ko(tag, edits);
     let o = kharness(scenario, &bad, &[]);
-    let _ = std::fs::remove_dir_all(bad.parent().unwrap().parent().unwrap());
+    // KHARNESS_KEEP=1 keeps the altered module (its path on stderr).
+    if std::env::var_os("KHARNESS_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(bad.parent().unwrap().parent().unwrap());
+    } else {
+        eprintln!("kept {}", bad.display());
+    }
     let t = text(&o);
     assert_eq!(o.status.code(), Some(status), "kharness {scenario} on the altered module:\n{t}");
     t
@@ -326,4 +331,19 @@ fn shutdown_stops_the_host() {
 #[test]
 fn the_memdev_is_not_detached_while_its_memory_is_lent() {
     fails_with("memdev", &[("\t\tmsc->users++;\n", "")], "lifecycle", "memdev detached under its NIC");
+}
+
+#[test]
+fn syncs_of_a_client_without_interrupts_leave_them_off() {
+    fails_with("nointr", &[("\t\tf |= PTNET_RS_SYNC_NOINTR;\n", "")], "netmap", "while polling with NKR_NOINTR");
+}
+
+#[test]
+fn nm_intr_turns_the_interrupts_off() {
+    fails_with(
+        "nmintr",
+        &[("\tptnet_rs_nm_intr(ptnrs_na_softc(na)->rs, onoff);\n", "\t(void)na;\n\t(void)onoff;\n")],
+        "netmap",
+        "interrupts after nm_intr(0)",
+    );
 }

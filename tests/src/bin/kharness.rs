@@ -607,6 +607,47 @@ fn netmap(a: &Args) -> Res {
             format!("the application got {} of {N} frames", got.len())
         })?;
         println!("netmap rx: {N} frames in order, {:.2} Mpps", N as f64 / secs / 1e6);
+        // A busy-polling client turns the interrupts off (nm_intr) and
+        // syncs with NKR_NOINTR: frames arrive without an interrupt. (A
+        // poll of the empty ring first: it leaves the interrupts on.)
+        check(fd.poll(false, Duration::from_millis(20)) == Ok(false), || "frames left over".into())?;
+        check(fd.intr(false) == 0, || "nm_intr(0)".into())?;
+        let irqs = || k.sysctl_u64("dev.ptnrs.0.rxq0.irqs").unwrap_or(0);
+        // An interrupt already on its way is counted before the snapshot.
+        std::thread::sleep(Duration::from_millis(50));
+        let before_irqs = irqs();
+        sim_send(&w, 16, 3_000_000)?;
+        std::thread::sleep(Duration::from_millis(50));
+        let idle_irqs = irqs() - before_irqs;
+        // Take the 16 frames, then one frame at a time: each sync that
+        // releases finds the ring empty, where a sync allowed to use
+        // interrupts arms them, and the next frame would raise one.
+        let (mut polled, t0) = (0u64, Instant::now());
+        for round in 0..8u64 {
+            if round > 0 {
+                sim_send(&w, 1, 3_000_100 + round)?;
+            }
+            let want = if round == 0 { 16 } else { 1 };
+            let mut got = 0;
+            while got < want && t0.elapsed().as_secs() < 10 {
+                fd.sync(false);
+                let mut cur = rxr.cur();
+                while rxr.space() > 0 {
+                    got += 1;
+                    cur = rxr.next(cur);
+                    rxr.advance(cur);
+                }
+            }
+            polled += got;
+            fd.sync(false);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let busy_irqs = irqs() - before_irqs - idle_irqs;
+        println!("netmap busy poll: {polled} frames, {idle_irqs} interrupts idle, {busy_irqs} while polling");
+        check(idle_irqs == 0, || format!("{idle_irqs} interrupts after nm_intr(0)"))?;
+        check(polled == 23, || format!("busy polling got {polled} of 23 frames"))?;
+        check(busy_irqs <= 2, || format!("{busy_irqs} interrupts while polling with NKR_NOINTR"))?;
+        check(fd.intr(true) == 0, || "nm_intr(1)".into())?;
         // A second client on the same rings; the first leaves, the rings
         // stay in netmap mode for the second (netmap's modes are per kring).
         let fd2 = k.netmap_open("ptnrs0").map_err(|e| format!("second netmap open: {e}"))?;

@@ -185,6 +185,7 @@ kfns! {
     hk_nm_sync: fn(*mut c_void, c_int) -> c_int;
     hk_nm_poll: fn(*mut c_void, c_int, u64) -> c_int;
     hk_nm_virt_hdr_len: fn(*mut c_void) -> c_int;
+    hk_nm_intr: fn(*mut c_void, c_int) -> c_int;
     hk_netmap_live: fn() -> i64;
 }
 
@@ -527,6 +528,12 @@ impl NetmapFd<'_> {
     /// `virt_hdr_len`, as `NETMAP_REQ_PORT_HDR_GET` reports it).
     pub fn virt_hdr_len(&self) -> usize {
         (self.k.f.hk_nm_virt_hdr_len)(self.p) as usize
+    }
+
+    /// The rings' interrupts on or off (`nma_intr_enable`, what netmap's
+    /// sync kloop does for a busy-polling client).
+    pub fn intr(&self, on: bool) -> i32 {
+        (self.k.f.hk_nm_intr)(self.p, c_int::from(on))
     }
 
     /// `ioctl(NIOCTXSYNC)` (tx) or `ioctl(NIOCRXSYNC)`.
