@@ -8,6 +8,7 @@
 #   make kmod-audit  the linked modules and their Rust object, checked for the kld loader
 #   make fuzz    each fuzz target for FUZZ_SECONDS (default 600)
 #   make soak    mixed load for SOAK_MINUTES (default 10), then the ledgers
+#   make chaos-sweep  tcp and pktgen under a hostile host, CHAOS_SEEDS seeds each
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -20,7 +21,7 @@ SIM = target/release/ptnet-sim
 FREEBSD_KIT ?= $(abspath ../shared/freebsd-sys)
 FREEBSD_SYS = $(CURDIR)/target/freebsd-sys
 
-.PHONY: run test bench miri setup setup-debian setup-nightly check kernel-build sim kmod-lib kmod kmod-audit kmod-header kmod-man fuzz-setup fuzz-smoke fuzz soak soak-smoke
+.PHONY: run test bench miri setup setup-debian setup-nightly check kernel-build sim kmod-lib kmod kmod-audit kmod-header kmod-man fuzz-setup fuzz-smoke fuzz soak soak-smoke chaos-sweep chaos-sweep-smoke
 
 # Toolchains and tools a fresh Debian machine with rustup lacks.
 DEBIAN_TOOLS = mandoc:mandoc ip:iproute2 ethtool:ethtool g++:g++ ld:binutils clang:clang ld.lld:lld
@@ -68,6 +69,7 @@ miri: setup-nightly
 test: setup check kernel-build miri kmod-audit kmod-man fuzz-smoke
 	$(CARGO) test --workspace --release
 	$(MAKE) soak-smoke
+	$(MAKE) chaos-sweep-smoke
 
 # Netmap traffic with PTCTL restarts next to TCP with link flaps, then
 # every packet, kick, buffer and byte of memory accounted for.
@@ -77,6 +79,19 @@ soak: sim
 
 soak-smoke: sim
 	$(SIM) soak --minutes 0.5 --json
+
+# tcp --chaos and pktgen --chaos over many seeds, each in its own process,
+# with two busy threads competing for the cores. A failing run's replay
+# file stays in target/chaos-sweep (ptnet-sim ... --chaos-replay FILE).
+CHAOS_SEEDS ?= 1000
+CHAOS_FIRST ?= 1
+chaos-sweep: sim
+	$(SIM) chaos-sweep --first $(CHAOS_FIRST) --seeds $(CHAOS_SEEDS)
+
+# The short sweep of every CI run (about two minutes): seeds no test
+# uses, the same ones each run, so that a failure names its seed.
+chaos-sweep-smoke: sim
+	$(SIM) chaos-sweep --first 100001 --seeds 20
 
 bench: sim
 	$(SIM) bench native --json

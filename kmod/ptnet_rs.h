@@ -579,6 +579,10 @@ struct ptnet_rs_queue_stats {
    RX: interrupts the host lost, found by the watchdog.
    */
   uint64_t watchdog;
+  /*
+   Times the host was found wedged on the ring and restarted.
+   */
+  uint64_t stuck;
 };
 
 /*

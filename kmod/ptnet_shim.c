@@ -1177,6 +1177,9 @@ ptnrs_sysctl_setup(struct ptnrs_softc *sc)
 	    { "watchdog", offsetof(struct ptnet_rs_queue_stats, watchdog),
 	      "Watchdog timeouts (host took nothing; queue freed)",
 	      "Lost interrupts found by the watchdog" },
+	    { "stuck", offsetof(struct ptnet_rs_queue_stats, stuck),
+	      "Host found wedged on the ring and restarted",
+	      "Host found wedged on the ring and restarted" },
 	};
 	struct sysctl_oid *tree = device_get_sysctl_tree(sc->dev);
 	struct sysctl_oid *node;

@@ -187,6 +187,8 @@ pub struct PtnetRsQueueStats {
     /// TX: watchdog firings (the host took nothing for the timeout);
     /// RX: interrupts the host lost, found by the watchdog.
     pub watchdog: u64,
+    /// Times the host was found wedged on the ring and restarted.
+    pub stuck: u64,
 }
 
 /// A ring's pointers, copied between netmap's kring and the driver.
@@ -746,6 +748,7 @@ pub unsafe extern "C" fn ptnet_rs_queue_stats(
         irqs: q.irqs,
         host_errors: q.host_errors,
         host_resets: q.host_resets,
+        stuck: q.stuck,
         ..Default::default()
     };
     match d {

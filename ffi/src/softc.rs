@@ -404,18 +404,29 @@ impl Softc {
     }
 
     /// The once-a-second tick: the watchdog of every TX ring the stack
-    /// uses. Returns how many fired (their queued packets were freed and
-    /// counted).
+    /// uses (queued packets the host took nothing of for the timeout are
+    /// freed and counted), and the ring watchdog of every ring in use
+    /// (a host wedged on it, see [`Ptnet::ring_watchdog`]). Returns how
+    /// many fired: the shim then restarts the host side.
     pub fn tick(&self, now_ms: u64, timeout_ms: u64) -> u32 {
         if !self.if_running() {
             return 0;
         }
         let mut fired = 0u32;
         for (i, q) in (0u32..).zip(self.tx.iter().flatten()) {
-            if q.netmap.load(Ordering::Acquire) {
-                continue;
+            let mut r = q.ring.lock();
+            if !q.netmap.load(Ordering::Acquire) && self.dev.tx_watchdog(i, &mut r, now_ms, timeout_ms, drop) {
+                fired = fired.saturating_add(1);
             }
-            if self.dev.tx_watchdog(i, &mut q.ring.lock(), now_ms, timeout_ms, drop) {
+            let k = r.kring;
+            if self.dev.ring_watchdog(Dir::Tx, i, &k, &mut r.watch, now_ms, timeout_ms) {
+                fired = fired.saturating_add(1);
+            }
+        }
+        for (i, q) in (0u32..).zip(self.rx.iter().flatten()) {
+            let mut r = q.ring.lock();
+            let k = r.kring;
+            if self.dev.ring_watchdog(Dir::Rx, i, &k, &mut r.watch, now_ms, timeout_ms) {
                 fired = fired.saturating_add(1);
             }
         }

@@ -7,12 +7,15 @@ use ptnet_host_sim::app::baseline;
 use ptnet_host_sim::app::ifperf::{self, PeerKind};
 use ptnet_host_sim::app::pktgen::{self, Function, PktgenConfig};
 use ptnet_host_sim::app::soak::{self, SoakConfig};
+use ptnet_host_sim::app::sweep::{self, SweepConfig};
 use ptnet_host_sim::guest::netmap::NmMode;
-use ptnet_host_sim::host::chaos::ChaosCounts;
+use ptnet_host_sim::host::chaos::{ChaosCounts, ChaosRecord};
 use ptnet_host_sim::host::kloop::KloopMode;
 use ptnet_host_sim::host::tap::{Peer, TapBridge};
 use ptnet_host_sim::world::{GuestFaults, Topology, World, WorldConfig};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Parser)]
@@ -52,6 +55,32 @@ enum Cmd {
         /// Machine-readable report on stdout.
         #[arg(long)]
         json: bool,
+    },
+    /// `tcp --chaos` and `pktgen --chaos` over many seeds, each run in its
+    /// own process, under extra CPU load; keeps the replay file of every
+    /// failing run. Exit status 1 if any failed.
+    ChaosSweep {
+        /// First seed.
+        #[arg(long, default_value_t = 1)]
+        first: u64,
+        /// Seeds.
+        #[arg(long, default_value_t = 1000)]
+        seeds: u64,
+        /// Which runs: tcp, pktgen, or both.
+        #[arg(long, value_delimiter = ',', default_value = "tcp,pktgen")]
+        kinds: Vec<String>,
+        /// Busy threads competing for the CPUs.
+        #[arg(long, default_value_t = 2)]
+        load: usize,
+        /// Seconds of traffic per run.
+        #[arg(short = 'd', long, default_value_t = 1.0)]
+        duration: f64,
+        /// Where the failing runs' replay files go.
+        #[arg(long, default_value = "target/chaos-sweep")]
+        out: PathBuf,
+        /// Kloop mode of every run.
+        #[arg(long, value_enum, default_value_t = KloopMode::Direct)]
+        mode: KloopMode,
     },
     /// Benchmarks with same-run baselines.
     Bench {
@@ -108,6 +137,8 @@ struct PktgenArgs {
     /// behaves, and the same traffic must pass cleanly.
     #[arg(long, value_name = "SEED")]
     chaos: Option<u64>,
+    #[command(flatten)]
+    chaos_files: ChaosFiles,
     /// Print guest console lines.
     #[arg(short = 'v', long)]
     verbose: bool,
@@ -178,6 +209,42 @@ struct TcpArgs {
     /// A hostile host, seeded (as for pktgen), guest to guest.
     #[arg(long, value_name = "SEED")]
     chaos: Option<u64>,
+    #[command(flatten)]
+    chaos_files: ChaosFiles,
+}
+
+/// Recording and replaying a hostile host's faults.
+#[derive(clap::Args, Clone, Default)]
+struct ChaosFiles {
+    /// Replays the faults recorded in FILE (by --chaos-record) instead of
+    /// drawing them from a seed.
+    #[arg(long, value_name = "FILE")]
+    chaos_replay: Option<PathBuf>,
+    /// Writes the faults the hostile host injected to FILE (JSON), for
+    /// --chaos-replay.
+    #[arg(long, value_name = "FILE")]
+    chaos_record: Option<PathBuf>,
+}
+
+impl ChaosFiles {
+    /// The seed and the record to replay, if any: a replay wins.
+    fn source(&self, seed: Option<u64>) -> Result<(Option<u64>, Option<Arc<ChaosRecord>>), String> {
+        match &self.chaos_replay {
+            Some(p) => {
+                let r = ChaosRecord::load(p)?;
+                Ok((Some(r.seed), Some(Arc::new(r))))
+            }
+            None => Ok((seed, None)),
+        }
+    }
+
+    /// Writes what `world`'s hostile host did, when asked to.
+    fn save(&self, world: &World) -> Result<(), String> {
+        match (&self.chaos_record, &world.chaos) {
+            (Some(p), Some(c)) => c.record().save(p),
+            _ => Ok(()),
+        }
+    }
 }
 
 #[derive(clap::Args, Clone)]
@@ -226,25 +293,27 @@ enum BenchCmd {
     },
 }
 
-fn world_config(a: &PktgenArgs) -> WorldConfig {
-    WorldConfig {
+fn world_config(a: &PktgenArgs) -> Result<WorldConfig, String> {
+    let (chaos, chaos_replay) = a.chaos_files.source(a.chaos)?;
+    Ok(WorldConfig {
         guests: if a.pipe { 2 } else { a.guests },
         rings: a.rings,
         slots: a.slots,
         mode: a.mode,
         topology: if a.pipe { Topology::Pipe } else { Topology::Vale },
         echo: a.verbose,
-        chaos: a.chaos,
+        chaos,
+        chaos_replay,
         netmap: a.netmap,
         ..WorldConfig::default()
-    }
+    })
 }
 
 fn pktgen_cmd(a: PktgenArgs) -> Result<(), String> {
     if a.guests < 2 {
         return Err("--guests must be at least 2".into());
     }
-    let world = World::new(world_config(&a)).map_err(|e| format!("attach failed: {e}"))?;
+    let world = World::new(world_config(&a)?).map_err(|e| format!("attach failed: {e}"))?;
     let cfg = PktgenConfig {
         function: a.function,
         size: a.size,
@@ -256,8 +325,8 @@ fn pktgen_cmd(a: PktgenArgs) -> Result<(), String> {
         restart_every: a.restart_ms.map(Duration::from_millis),
     };
     let r = pktgen::run(&world, &cfg)?;
-    if a.chaos.is_some() {
-        return pktgen_after_chaos(world, r, a.json);
+    if world.chaos.is_some() {
+        return pktgen_after_chaos(world, r, &a.chaos_files, a.json);
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r).unwrap());
@@ -272,10 +341,11 @@ const AFTER_CHAOS_PKTS: u64 = 200_000;
 
 /// `pktgen --chaos`: what the host did and the guests counted, then the
 /// host behaves and every packet must arrive, in order and intact.
-fn pktgen_after_chaos(world: World, under: pktgen::Report, json: bool) -> Result<(), String> {
+fn pktgen_after_chaos(world: World, under: pktgen::Report, files: &ChaosFiles, json: bool) -> Result<(), String> {
     let chaos = world.chaos.clone().ok_or("no chaos")?;
     let counts = chaos.counts();
     chaos.stop();
+    files.save(&world)?;
     let faults = world.guest_faults();
     let drops = world.drops();
     // At a rate the receiver keeps up with, so that what the switch
@@ -309,8 +379,8 @@ fn print_chaos(c: &ChaosCounts, f: &GuestFaults) {
         c.csb, c.slots, c.headers, c.stalls, c.irq_drops, c.irq_dups, c.ptfeat
     );
     println!(
-        "Guests counted: {} attaches refused, {} host pointer updates refused, {} bad frames dropped, {} TX watchdog timeouts, {} lost interrupts recovered",
-        f.attach_refused, f.host_errors, f.bad_frames, f.tx_watchdog, f.missed_irqs
+        "Guests counted: {} attaches refused, {} host pointer updates refused, {} bad frames dropped, {} TX watchdog timeouts, {} lost interrupts recovered, {} wedged rings restarted",
+        f.attach_refused, f.host_errors, f.bad_frames, f.tx_watchdog, f.missed_irqs, f.wedged
     );
 }
 
@@ -488,8 +558,8 @@ fn net_world(a: &NetArgs) -> Result<(World, Option<TapBridge>), String> {
 }
 
 fn tcp_cmd(a: TcpArgs) -> Result<(), String> {
-    if let Some(seed) = a.chaos {
-        return tcp_chaos(&a.net, seed);
+    if a.chaos.is_some() || a.chaos_files.chaos_replay.is_some() {
+        return tcp_chaos(&a);
     }
     let (world, tap) = net_world(&a.net)?;
     if a.no_offloads {
@@ -518,18 +588,23 @@ fn tcp_cmd(a: TcpArgs) -> Result<(), String> {
 /// trusted, as any virtio device is), then one that must pass cleanly once
 /// the host behaves. The header is required, so that a falsified `PTFEAT`
 /// makes attach refuse instead of framing every packet wrongly.
-fn tcp_chaos(a: &NetArgs, seed: u64) -> Result<(), String> {
+fn tcp_chaos(t: &TcpArgs) -> Result<(), String> {
+    let a = &t.net;
     if a.peer != PeerKind::Guest {
         return Err("--chaos runs guest to guest".into());
     }
-    let cfg = WorldConfig { chaos: Some(seed), ..net_config(a, true) };
+    let (chaos, chaos_replay) = t.chaos_files.source(t.chaos)?;
+    let cfg = WorldConfig { chaos, chaos_replay, ..net_config(a, true) };
     let world = World::new(cfg).map_err(|e| format!("attach failed: {e}"))?;
     let chaos = world.chaos.clone().ok_or("no chaos")?;
     let d = Duration::from_secs_f64(a.duration);
     let under = ifperf::bulk_within(&world, None, PeerKind::Guest, false, d, CHAOS_STALL, !a.json);
     let (counts, faults) = (chaos.counts(), world.guest_faults());
     chaos.stop();
-    let after = ifperf::bulk(&world, None, PeerKind::Guest, false, d, !a.json);
+    t.chaos_files.save(&world)?;
+    // The host behaves again: within a few watchdog periods every ring is
+    // back (a wedged one restarted), so the transfer may not stall longer.
+    let after = ifperf::bulk_within(&world, None, PeerKind::Guest, false, d, AFTER_CHAOS_STALL, !a.json);
     if a.json {
         let j = serde_json::json!({
             "under_chaos": under.as_ref().map_err(|e| e.clone()),
@@ -555,6 +630,21 @@ fn tcp_chaos(a: &NetArgs, seed: u64) -> Result<(), String> {
 
 /// How long a transfer under chaos may make no progress before it ends.
 const CHAOS_STALL: Duration = Duration::from_secs(3);
+
+/// How long a transfer after the chaos may make no progress: a wedged
+/// ring is restarted after the watchdog's timeout (5 s), then TCP's
+/// retransmission timer resends (backed off by then).
+const AFTER_CHAOS_STALL: Duration = Duration::from_secs(20);
+
+fn chaos_sweep(cfg: SweepConfig) -> Result<(), String> {
+    let r = sweep::run(&cfg)?;
+    println!("{}", serde_json::to_string_pretty(&r).unwrap());
+    if r.failures.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{} of {} chaos runs failed", r.failures.len(), r.runs))
+    }
+}
 
 fn print_bulk(r: &ifperf::BulkReport) {
     println!(
@@ -709,6 +799,16 @@ fn main() -> ExitCode {
         Cmd::Tcp(a) => tcp_cmd(a),
         Cmd::Rr(a) => rr_cmd(a),
         Cmd::Soak { minutes, seed, json } => soak_cmd(minutes, seed, json),
+        Cmd::ChaosSweep { first, seeds, kinds, load, duration, out, mode } => chaos_sweep(SweepConfig {
+            first,
+            count: seeds,
+            kinds,
+            load,
+            duration,
+            extra: vec!["--mode".into(), format!("{mode:?}").to_lowercase()],
+            out,
+            timeout: Duration::from_secs(300),
+        }),
         Cmd::Bench { which: BenchCmd::Ifnet { duration, json } } => bench_ifnet(duration, json),
         Cmd::Bench { which: BenchCmd::Native { duration, repeat, slots, batch, json } } => {
             bench_native(duration, repeat, slots, batch, json)

@@ -5,7 +5,7 @@
 use crate::guest::device::{NmError, PtnetIf};
 use crate::guest::kernel::GuestKernel;
 use crate::guest::netmap::NmMode;
-use crate::host::chaos::Chaos;
+use crate::host::chaos::{Chaos, ChaosRecord};
 use crate::host::kloop::KloopMode;
 use crate::host::mem::{HostMemory, MemConfig};
 use crate::host::pipe::pipe;
@@ -27,7 +27,7 @@ pub enum Topology {
 }
 
 /// Parameters of a setup.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct WorldConfig {
     /// Number of VMs.
     pub guests: usize,
@@ -51,6 +51,9 @@ pub struct WorldConfig {
     pub echo: bool,
     /// A hostile host, seeded (see [`Chaos`]).
     pub chaos: Option<u64>,
+    /// A hostile host replaying a recorded run (see [`Chaos::replay`]);
+    /// takes precedence over `chaos`.
+    pub chaos_replay: Option<Arc<ChaosRecord>>,
     /// The guests' netmap allocator: a stock kernel's (copy) or a
     /// `WITH_PTNETMAP` kernel's (zero copy).
     pub netmap: NmMode,
@@ -70,6 +73,7 @@ impl Default for WorldConfig {
             guest_ram: 4 << 20,
             echo: false,
             chaos: None,
+            chaos_replay: None,
             netmap: NmMode::Copy,
         }
     }
@@ -161,6 +165,8 @@ pub struct GuestFaults {
     pub missed_irqs: u64,
     /// Interrupts that arrived while the interface was down.
     pub stray_irqs: u64,
+    /// Rings the ring watchdog found the host wedged on (host restarted).
+    pub wedged: u64,
 }
 
 /// Attaches before giving up on a host whose `PTFEAT` keeps lying.
@@ -176,11 +182,12 @@ impl World {
     /// With a hostile host, a refused attach is retried (as an operator
     /// would `devctl attach` again) and counted.
     pub fn new(cfg: WorldConfig) -> Result<Self, NmError> {
+        let driver = cfg.driver;
+        let tries = if cfg.chaos.is_some() || cfg.chaos_replay.is_some() { ATTACH_TRIES } else { 1 };
         let mut w = Self::boot(cfg);
-        let tries = if cfg.chaos.is_some() { ATTACH_TRIES } else { 1 };
         for vm in &mut w.vms {
             let mut left = tries;
-            while let Err(e) = vm.attach(cfg.driver) {
+            while let Err(e) = vm.attach(driver) {
                 left -= 1;
                 if left == 0 {
                     return Err(e);
@@ -197,7 +204,9 @@ impl World {
         for vm in &self.vms {
             let ifp = vm.ifp();
             let c = ifp.if_counters();
-            f.host_errors += ifp.total_counters().host_errors;
+            let t = ifp.total_counters();
+            f.host_errors += t.host_errors;
+            f.wedged += t.stuck;
             f.bad_frames += c.ierrors;
             f.tx_watchdog += c.tx_watchdog;
             f.missed_irqs += c.rx_missed_irqs;
@@ -230,7 +239,10 @@ impl World {
                 (None, vec![a, b])
             }
         };
-        let chaos = cfg.chaos.map(Chaos::new);
+        let chaos = match &cfg.chaos_replay {
+            Some(r) => Some(Chaos::replay(r)),
+            None => cfg.chaos.map(Chaos::new),
+        };
         let vms = ports
             .into_iter()
             .enumerate()

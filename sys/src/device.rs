@@ -98,6 +98,10 @@ pub struct QueueStats {
     /// does not continue the guest's (a re-registered port), which the
     /// driver then adopted.
     pub host_resets: AtomicU64,
+    /// Times the ring watchdog found the host wedged on the ring (its
+    /// pointers refused, or published work unacknowledged, for the whole
+    /// timeout) and had the host side restarted.
+    pub stuck: AtomicU64,
 }
 
 /// A plain copy of [`QueueStats`].
@@ -113,6 +117,8 @@ pub struct QueueCounters {
     pub host_errors: u64,
     /// Host ring states adopted after a reset.
     pub host_resets: u64,
+    /// Wedged hosts the watchdog restarted.
+    pub stuck: u64,
 }
 
 impl QueueStats {
@@ -124,6 +130,7 @@ impl QueueStats {
             irqs: AtomicU64::new(0),
             host_errors: AtomicU64::new(0),
             host_resets: AtomicU64::new(0),
+            stuck: AtomicU64::new(0),
         }
     }
 
@@ -135,8 +142,17 @@ impl QueueStats {
             irqs: self.irqs.load(Ordering::Relaxed),
             host_errors: self.host_errors.load(Ordering::Relaxed),
             host_resets: self.host_resets.load(Ordering::Relaxed),
+            stuck: self.stuck.load(Ordering::Relaxed),
         }
     }
+}
+
+/// What the ring watchdog last saw of a ring ([`Ptnet::ring_watchdog`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RingWatch {
+    /// Since when (OS clock, ms) the host has shown no progress, and at
+    /// which of its pointers (`None`: refused).
+    since: Option<(u64, Option<(u32, u32)>)>,
 }
 
 fn bump(c: &AtomicU64) {
@@ -629,6 +645,64 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
             self.kick(&q);
         }
         Ok(kick)
+    }
+
+    /// The ring watchdog, run by the OS about once a second with its clock
+    /// in milliseconds, for a ring in use (`k`: the guest's pointers).
+    /// The host is wedged on it when, for `timeout_ms`, every look at its
+    /// pointers refused them (garbage it never corrected), or work the
+    /// guest published (TX slots to send, RX slots given back) stayed
+    /// unacknowledged though the watchdog kicked the host at every look.
+    /// Returns true then, counted (`stuck`) and logged: the OS restarts
+    /// the host side (`PTCTL` delete and create), after which the host's
+    /// state is adopted ([`Ptnet::resume_ring`]). A healthy host, busy or
+    /// idle, never trips it: it acknowledges what it is kicked for.
+    pub fn ring_watchdog(
+        &self,
+        dir: Dir,
+        idx: u32,
+        k: &Kring,
+        w: &mut RingWatch,
+        now_ms: u64,
+        timeout_ms: u64,
+    ) -> bool {
+        let Some(q) = self.queue(dir, idx) else { return false };
+        let mut view = *k;
+        let seen = match csb::refresh(&q.csb, &mut view) {
+            Err(_) => Some(None),
+            Ok(()) if view.hwcur != view.rhead => {
+                self.kick(&q);
+                Some(Some((view.hwcur, view.hwtail)))
+            }
+            Ok(()) => None,
+        };
+        let Some(seen) = seen else {
+            w.since = None;
+            return false;
+        };
+        match w.since {
+            Some((t, before)) if before == seen => {
+                if now_ms.saturating_sub(t) < timeout_ms {
+                    return false;
+                }
+                w.since = None;
+                let n = q.stats.stuck.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+                if log_this(n, 64) {
+                    let why = if seen.is_none() { "its pointers refused" } else { "published work unacknowledged" };
+                    self.kernel.log(
+                        LogLevel::Warning,
+                        format_args!(
+                            "{dir} ring {idx}: watchdog: host wedged ({why} for {timeout_ms} ms); restarting it"
+                        ),
+                    );
+                }
+                true
+            }
+            _ => {
+                w.since = Some((now_ms, seen));
+                false
+            }
+        }
     }
 
     fn host_error(&self, q: &Queue<'_>, dir: Dir, idx: u32, e: BadPointers) -> SyncError {

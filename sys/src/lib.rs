@@ -59,6 +59,6 @@ pub mod fake;
 #[cfg(test)]
 mod tests;
 
-pub use device::{Config, DeviceInfo, Ptnet, QueueCounters, SyncError};
+pub use device::{Config, DeviceInfo, Ptnet, QueueCounters, RingWatch, SyncError};
 pub use error::AttachError;
 pub use kring::{Dir, Kring};

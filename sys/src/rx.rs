@@ -9,7 +9,7 @@ use crate::abi::netmap::SlotFlags;
 use crate::abi::vnet::VirtioNetHdr;
 use crate::counter::Counter;
 use crate::csb::SyncOpts;
-use crate::device::Ptnet;
+use crate::device::{Ptnet, RingWatch};
 use crate::kring::{next, Dir, Kring};
 use crate::net::frame::{Frags, FrameInfo, FrameSink, FrameSource, MAX_FRAGS};
 use crate::net::gso::{complete_csum, emit_frame, segment_tcp};
@@ -50,6 +50,8 @@ pub struct RxRing {
     pub kring: Kring,
     /// Where the receive watchdog last saw frames waiting (`rcur`).
     waiting: Option<u32>,
+    /// The ring watchdog's view ([`Ptnet::ring_watchdog`]).
+    pub watch: RingWatch,
     /// Counters.
     pub stats: RxStats,
 }
@@ -57,7 +59,12 @@ pub struct RxRing {
 impl RxRing {
     /// A ring of `num_slots` slots.
     pub fn new(num_slots: u32) -> Self {
-        Self { kring: Kring::new(Dir::Rx, num_slots), waiting: None, stats: RxStats::default() }
+        Self {
+            kring: Kring::new(Dir::Rx, num_slots),
+            waiting: None,
+            watch: RingWatch::default(),
+            stats: RxStats::default(),
+        }
     }
 }
 

@@ -396,6 +396,56 @@ mod datapath {
     }
 
     #[test]
+    fn the_ring_watchdog_finds_a_host_wedged_by_garbage_it_never_corrects() {
+        use crate::RingWatch;
+        let s = Setup::new(G);
+        let (dev, tx, rx) = running(&s);
+        let (mut wt, mut wr) = (RingWatch::default(), RingWatch::default());
+        // Idle and healthy: never.
+        for t in [0, 10_000, 60_000] {
+            assert!(!dev.ring_watchdog(Dir::Tx, 0, &tx.kring, &mut wt, t, 5_000));
+            assert!(!dev.ring_watchdog(Dir::Rx, 0, &rx.kring, &mut wr, t, 5_000));
+        }
+        // The host left garbage in the CSB and never corrects it: the
+        // clock starts at the first look, and the timeout trips it.
+        kern_write(&s.host_csb(1), 999, 12345);
+        assert!(!dev.ring_watchdog(Dir::Rx, 0, &rx.kring, &mut wr, 100_000, 5_000));
+        assert!(!dev.ring_watchdog(Dir::Rx, 0, &rx.kring, &mut wr, 104_999, 5_000));
+        assert!(dev.ring_watchdog(Dir::Rx, 0, &rx.kring, &mut wr, 105_000, 5_000));
+        assert_eq!(dev.stats(Dir::Rx, 0).unwrap().snapshot().stuck, 1);
+        assert!(s.kernel.logs.borrow().iter().any(|l| l.contains("host wedged (its pointers refused")));
+        // Corrected in between: not wedged.
+        assert!(!dev.ring_watchdog(Dir::Rx, 0, &rx.kring, &mut wr, 200_000, 5_000));
+        kern_write(&s.host_csb(1), 0, 0);
+        assert!(!dev.ring_watchdog(Dir::Rx, 0, &rx.kring, &mut wr, 206_000, 5_000));
+        assert!(!dev.ring_watchdog(Dir::Rx, 0, &rx.kring, &mut wr, 212_000, 5_000));
+    }
+
+    #[test]
+    fn the_ring_watchdog_kicks_a_host_that_ignores_published_work_then_restarts_it() {
+        use crate::RingWatch;
+        let s = Setup::new(G);
+        let (dev, mut tx, _rx) = running(&s);
+        let mut w = RingWatch::default();
+        dev.transmit(0, &mut tx, Some(Pkt(tcp4(100, false), TxRequest::default())), drop).unwrap();
+        assert_eq!(tx.kring.rhead, 1);
+        let kicks = || s.nic.wrote(reg::KICK_BASE).len();
+        let before = kicks();
+        // Unacknowledged: each look kicks the host; a host that moves is
+        // not wedged.
+        assert!(!dev.ring_watchdog(Dir::Tx, 0, &tx.kring, &mut w, 0, 5_000));
+        assert_eq!(kicks(), before + 1);
+        kern_write(&s.host_csb(0), 1, 0);
+        assert!(!dev.ring_watchdog(Dir::Tx, 0, &tx.kring, &mut w, 9_000, 5_000), "acknowledged");
+        // A host that never takes it: wedged after the timeout.
+        dev.transmit(0, &mut tx, Some(Pkt(tcp4(100, false), TxRequest::default())), drop).unwrap();
+        assert!(!dev.ring_watchdog(Dir::Tx, 0, &tx.kring, &mut w, 10_000, 5_000));
+        assert!(!dev.ring_watchdog(Dir::Tx, 0, &tx.kring, &mut w, 14_000, 5_000));
+        assert!(dev.ring_watchdog(Dir::Tx, 0, &tx.kring, &mut w, 15_000, 5_000));
+        assert!(s.kernel.logs.borrow().iter().any(|l| l.contains("published work unacknowledged")));
+    }
+
+    #[test]
     fn detach_counts_what_the_host_never_took() {
         let s = Setup::new(G);
         let (dev, mut tx, _rx) = running(&s);

@@ -9,7 +9,7 @@ use crate::abi::netmap::SlotFlags;
 use crate::abi::vnet::VirtioNetHdr;
 use crate::counter::Counter;
 use crate::csb::SyncOpts;
-use crate::device::Ptnet;
+use crate::device::{Ptnet, RingWatch};
 use crate::kring::{advance, cyclic_dist, next, Dir, Kring};
 use crate::layout::{Buffers, RingLayout};
 use crate::net::caps::IfCap;
@@ -189,6 +189,8 @@ pub struct TxRing<P, const N: usize> {
     /// Since when (OS clock, ms) and at which `hwtail` the watchdog has
     /// seen packets waiting without the host taking any.
     stall: Option<(u64, u32)>,
+    /// The ring watchdog's view ([`Ptnet::ring_watchdog`]).
+    pub watch: RingWatch,
     /// Counters.
     pub stats: TxStats,
 }
@@ -204,6 +206,7 @@ impl<P, const N: usize> TxRing<P, N> {
             addr_of_mut!((*p).kring).write(Kring::new(Dir::Tx, num_slots));
             SwQueue::init_in(&mut *addr_of_mut!((*p).queue).cast::<MaybeUninit<SwQueue<P, N>>>());
             addr_of_mut!((*p).stall).write(None);
+            addr_of_mut!((*p).watch).write(RingWatch::default());
             addr_of_mut!((*p).stats).write(TxStats::default());
             slot.assume_init_mut()
         }
@@ -215,6 +218,7 @@ impl<P, const N: usize> TxRing<P, N> {
             kring: Kring::new(Dir::Tx, num_slots),
             queue: SwQueue::default(),
             stall: None,
+            watch: RingWatch::default(),
             stats: TxStats::default(),
         }
     }

@@ -177,18 +177,25 @@ pub fn bulk_between(
     let pattern = Pattern::new(0x5eed);
     let received = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
+    // The sender gave up: the receiver stops too, before this returns (a
+    // receiver left running would take the next transfer's frames).
+    let aborted = Arc::new(AtomicBool::new(false));
     let local = guest_end(w, tx_end.0, ipv6, 40001);
     let peer = if rx_end.is_some() { PeerKind::Guest } else { PeerKind::Linux };
     type RxOut = Result<(u64, Option<u64>, f64, u64), String>;
     let (remote, rx): (Endpoint, std::thread::JoinHandle<RxOut>) = match rx_end {
         Some((vm, ifb)) => {
             let remote = guest_end(w, vm, ipv6, 5001);
-            let (r2, d2) = (received.clone(), done.clone());
+            let (r2, d2, a2) = (received.clone(), done.clone(), aborted.clone());
             let h = std::thread::Builder::new()
                 .name("vm1-bulk-rx".into())
                 .spawn(move || {
                     let mut c = BulkTcp::listen(ifb, remote, local, pattern);
-                    let ok = c.run_with(duration + stall, |c| r2.store(c.received(), Ordering::Relaxed));
+                    c.set_stall(stall);
+                    let ok = c.run_with(duration + stall, |c| {
+                        r2.store(c.received(), Ordering::Relaxed);
+                        !a2.load(Ordering::Acquire)
+                    });
                     d2.store(true, Ordering::Release);
                     let s = c.stats();
                     if !ok {
@@ -219,10 +226,12 @@ pub fn bulk_between(
     };
     let mut tx = BulkTcp::connect(tx_end.1, local, remote, pattern, u64::MAX);
     tx.send_for(duration);
+    tx.set_stall(stall);
     let rates = std::thread::scope(|sc| {
         let m = sc.spawn(|| Meter::new(&received, Unit::Bytes, print).run(|| !done.load(Ordering::Acquire)));
         let ok = tx.run(duration + stall);
         if !ok {
+            aborted.store(true, Ordering::Release);
             done.store(true, Ordering::Release);
         }
         let rates = m.join().unwrap_or_default();
@@ -231,9 +240,15 @@ pub fn bulk_between(
         } else {
             Err(format!("sending guest stalled at {} bytes: {}", tx.stats().bytes, tx.debug_state()))
         }
-    })?;
-    let (bytes, corrupt, seconds, lro) =
-        rx.join().map_err(|_| "receiver panicked")?.map_err(|e| format!("{e} (sender: {})", tx.debug_state()))?;
+    });
+    let rates = match rates {
+        // Linux's socket would wait for a FIN that will not come.
+        Err(e) if peer == PeerKind::Linux => return Err(e),
+        r => r,
+    };
+    let received = rx.join().map_err(|_| "receiver panicked")?;
+    let rates = rates?;
+    let (bytes, corrupt, seconds, lro) = received.map_err(|e| format!("{e} (sender: {})", tx.debug_state()))?;
     if let Some(at) = corrupt {
         return Err(format!("stream corrupted at byte {at}"));
     }
@@ -572,7 +587,10 @@ pub fn bulk_from_linux_to(
     let done = AtomicBool::new(false);
     let rates = std::thread::scope(|sc| {
         let m = sc.spawn(|| Meter::new(&received, Unit::Bytes, print).run(|| !done.load(Ordering::Acquire)));
-        let ok = rx.run_with(duration + STALL, |c| received.store(c.received(), Ordering::Relaxed));
+        let ok = rx.run_with(duration + STALL, |c| {
+            received.store(c.received(), Ordering::Relaxed);
+            true
+        });
         done.store(true, Ordering::Release);
         let rates = m.join().unwrap_or_default();
         if ok {

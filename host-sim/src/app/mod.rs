@@ -7,4 +7,5 @@ pub mod packet;
 pub mod pktgen;
 pub mod soak;
 pub mod stream;
+pub mod sweep;
 pub mod tcp;

@@ -267,6 +267,21 @@ mod tests {
     }
 
     #[test]
+    fn frames_of_any_length_are_refused_without_a_panic() {
+        // A hostile host hands the application slots of any length (a
+        // 5-byte frame once crashed pkt-gen's receiver): each truncation
+        // of a good frame is foreign or corrupt, never a panic.
+        let mut t = Template::new(60, 1, [2, 0, 0, 0, 0, 2], 2, [2, 0, 0, 0, 0, 3]);
+        let pkt = t.build(Kind::Ping, 0, 9).to_vec();
+        let mut tr = SeqTracker::default();
+        for len in 0..pkt.len() {
+            assert!(check(&pkt[..len]).is_err(), "a {len}-byte frame was accepted");
+            assert_eq!(tr.record(&pkt[..len]), None);
+        }
+        assert_eq!(tr.in_order, 0);
+    }
+
+    #[test]
     fn tracker_counts_loss_and_duplicates() {
         let mut t = Template::new(128, 0, [2; 6], 1, [3; 6]);
         let mut tr = SeqTracker::default();

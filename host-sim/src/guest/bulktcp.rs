@@ -140,6 +140,8 @@ pub struct BulkTcp {
     first_byte: Option<Instant>,
     last_byte: Option<Instant>,
     stats: BulkStats,
+    /// No progress for this long ends a run (stalled).
+    stall: Option<Duration>,
 }
 
 fn seq_lt(a: u32, b: u32) -> bool {
@@ -182,6 +184,7 @@ impl BulkTcp {
             first_byte: None,
             last_byte: None,
             stats: BulkStats::default(),
+            stall: None,
         }
     }
 
@@ -714,23 +717,41 @@ impl BulkTcp {
         more || got || before != self.snd_nxt
     }
 
-    /// Runs until the transfer is over or `timeout`; true if it finished.
-    pub fn run(&mut self, timeout: Duration) -> bool {
-        self.run_with(timeout, |_| {})
+    /// Ends [`BulkTcp::run`] early, as stalled, when no byte was
+    /// delivered (sent and acknowledged, or received) for `d`.
+    pub fn set_stall(&mut self, d: Duration) {
+        self.stall = Some(d);
     }
 
-    /// [`BulkTcp::run`], calling `progress` after every pass.
-    pub fn run_with(&mut self, timeout: Duration, mut progress: impl FnMut(&Self)) -> bool {
+    /// Runs until the transfer is over or `timeout` (or a stall, see
+    /// [`BulkTcp::set_stall`]); true if it finished.
+    pub fn run(&mut self, timeout: Duration) -> bool {
+        self.run_with(timeout, |_| true)
+    }
+
+    /// [`BulkTcp::run`], calling `progress` after every pass; ends it, as
+    /// not finished, when that returns false (the other end gave up).
+    pub fn run_with(&mut self, timeout: Duration, mut progress: impl FnMut(&Self) -> bool) -> bool {
         let end = Instant::now() + timeout;
+        let mut last = (self.stats().bytes, self.received(), Instant::now());
         while !self.done() {
-            if Instant::now() >= end {
+            let now = Instant::now();
+            if now >= end {
+                return false;
+            }
+            let moved = (self.stats().bytes, self.received());
+            if moved != (last.0, last.1) {
+                last = (moved.0, moved.1, now);
+            } else if self.stall.is_some_and(|d| now.duration_since(last.2) > d) {
                 return false;
             }
             let t = self.ifp.idle_token();
             if !self.poll() {
                 self.ifp.idle(t, Duration::from_millis(5));
             }
-            progress(self);
+            if !progress(self) {
+                return false;
+            }
         }
         // Answer the peer's last segments for a moment (its FIN, our ACK).
         let linger = Instant::now() + Duration::from_millis(20);

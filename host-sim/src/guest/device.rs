@@ -298,6 +298,7 @@ impl PtnetIf {
             irqs: q.irqs,
             host_errors: q.host_errors,
             host_resets: q.host_resets,
+            stuck: q.stuck,
         }
     }
 
@@ -311,6 +312,7 @@ impl PtnetIf {
             irqs: a.irqs + b.irqs,
             host_errors: a.host_errors + b.host_errors,
             host_resets: a.host_resets + b.host_resets,
+            stuck: a.stuck + b.stuck,
         })
     }
 

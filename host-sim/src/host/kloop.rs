@@ -68,6 +68,8 @@ pub struct RingKloop {
     /// Counters.
     pub stats: KloopStats,
     chaos: Option<Arc<Chaos>>,
+    /// The ring's name for the chaos (`vale0:1 tx0`).
+    at: String,
     /// Keeps the guest memory holding the CSB alive.
     _guest_mem: Arc<GuestMemory>,
 }
@@ -101,7 +103,8 @@ impl Waker for RingKloop {
 impl RingKloop {
     /// Starts the kloop of a ring and hooks it to the ring's notifications.
     pub fn start(t: KloopTarget, mode: KloopMode) -> Arc<Self> {
-        let k = Arc::new(Self {
+        let at = format!("{} {}{}", t.port.name, t.dir, t.idx);
+        let mut k = Arc::new(Self {
             port: t.port,
             dir: t.dir,
             idx: t.idx,
@@ -116,8 +119,10 @@ impl RingKloop {
             notes: Mutex::new(Vec::new()),
             stats: KloopStats::default(),
             chaos: t.chaos,
+            at: String::new(),
             _guest_mem: t.guest_mem,
         });
+        Arc::get_mut(&mut k).expect("not shared yet").at = at;
         if mode == KloopMode::Thread {
             let me = k.clone();
             let name = format!("kloop-{}-{}{}", k.port.name, k.dir, k.idx);
@@ -147,6 +152,11 @@ impl RingKloop {
 
     fn ring(&self) -> &HostRing {
         self.port.ring(self.dir, self.idx).expect("kloop ring exists")
+    }
+
+    /// The ring's CSB entry (what the host publishes and reads).
+    pub fn csb(&self) -> &CsbRing {
+        &self.csb
     }
 
     /// A guest kick or a backend notification.
@@ -198,7 +208,7 @@ impl RingKloop {
         }
         self.stats.runs.fetch_add(1, Ordering::Relaxed);
         if let Some(c) = &self.chaos {
-            c.stall();
+            c.stall(&self.at);
         }
         let mut notes = self.notes.lock().unwrap();
         match self.dir {
@@ -221,7 +231,7 @@ impl RingKloop {
     fn interrupt_if_wanted(&self) -> bool {
         if kern_wants_interrupt(&self.csb) {
             self.stats.irqs.fetch_add(1, Ordering::Relaxed);
-            match self.chaos.as_ref().map_or(IrqFate::Deliver, |c| c.irq()) {
+            match self.chaos.as_ref().map_or(IrqFate::Deliver, |c| c.irq(&self.at)) {
                 IrqFate::Drop => {}
                 IrqFate::Deliver => self.irq.raise(self.vector),
                 IrqFate::Twice => {
@@ -238,7 +248,7 @@ impl RingKloop {
     /// A hostile host may overwrite what it just published.
     fn lie(&self, n: u32) {
         if let Some(c) = &self.chaos {
-            c.csb(&self.csb, n);
+            c.csb(&self.at, &self.csb, n);
         }
     }
 
@@ -335,7 +345,7 @@ impl RingKloop {
                 if hk.rtail != hk.k.hwtail {
                     if let Some(c) = &self.chaos {
                         let vnet = self.port.vnet_hdr_len.load(Ordering::Relaxed) > 0;
-                        c.rx_slots(ring, &self.port.mem, hk.rtail, hk.k.hwtail, vnet);
+                        c.rx_slots(&self.at, ring, &self.port.mem, hk.rtail, hk.k.hwtail, vnet);
                     }
                     hk.rtail = hk.k.hwtail;
                     some_recvd = true;

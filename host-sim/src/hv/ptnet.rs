@@ -185,7 +185,7 @@ impl Mmio for PtnetDevice {
         let st = self.regs.lock().unwrap();
         let m = &self.mac;
         match off {
-            reg::PTFEAT => self.chaos.as_ref().map_or(st.granted, |c| c.ptfeat(st.granted)),
+            reg::PTFEAT => self.chaos.as_ref().map_or(st.granted, |c| c.ptfeat(&self.port.name, st.granted)),
             reg::PTCTL => st.ptctl_result,
             reg::MAC_LO => u32::from_be_bytes([m[2], m[3], m[4], m[5]]),
             reg::MAC_HI => u32::from_be_bytes([0, 0, m[0], m[1]]),
