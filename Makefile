@@ -152,7 +152,7 @@ kmod-man:
 # libFuzzer targets (fuzz/): the receive path, attach, the sync protocol,
 # the transmit header path. Seeds are in fuzz/seeds/<target>; what the
 # fuzzer finds goes to fuzz/corpus-run/<target> (not committed).
-FUZZ_TARGETS = attach rx sync tx
+FUZZ_TARGETS = attach rx sync tx netmapc
 FUZZ_SECONDS ?= 600
 
 fuzz-setup: setup-nightly

@@ -105,6 +105,13 @@ impl CsbRing {
         Some(Self { atok: atok_array.sub(off, CSB_ENTRY_SIZE).ok()?, ktoa: ktoa_array.sub(off, CSB_ENTRY_SIZE).ok()? })
     }
 
+    /// The two entries' addresses (guest-to-host, host-to-guest), for a
+    /// host written in C that takes `struct nm_csb_atok *` and
+    /// `struct nm_csb_ktoa *`.
+    pub fn entries(&self) -> (*mut NmCsbAtok, *mut NmCsbKtoa) {
+        (self.atok.as_ptr().cast(), self.ktoa.as_ptr().cast())
+    }
+
     fn entry(&self, f: Field) -> &SharedRegion {
         if f.is_atok() {
             &self.atok

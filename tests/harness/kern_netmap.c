@@ -37,6 +37,8 @@
 #include <dev/netmap/netmap_kern.h>
 #include <dev/netmap/netmap_mem2.h>
 
+#include "nm_prologue.h"
+
 NMG_LOCK_T netmap_global_lock;
 
 MALLOC_DEFINE(M_NETMAP, "netmap", "Network memory map");
@@ -741,65 +743,6 @@ hk_ring_reinit(struct netmap_kring *kring)
 		ring->cur = kring->rcur = kring->nr_hwcur;
 		ring->tail = kring->rtail = kring->nr_hwtail;
 	}
-}
-
-/* nm_txsync_prologue(): head and cur within rhead..rtail. */
-static u_int
-hk_txsync_prologue(struct netmap_kring *kring, struct netmap_ring *ring)
-{
-	u_int head = ring->head, cur = ring->cur, n = kring->nkr_num_slots;
-
-	if (kring->nr_hwcur >= n || kring->rhead >= n || kring->rtail >= n ||
-	    kring->nr_hwtail >= n)
-		return (n);
-	if (kring->rtail >= kring->rhead) {
-		if (head < kring->rhead || head > kring->rtail)
-			return (n);
-		if (cur < head || cur > kring->rtail)
-			return (n);
-	} else {
-		if (head > kring->rtail && head < kring->rhead)
-			return (n);
-		if (head <= kring->rtail) {
-			if (cur < head || cur > kring->rtail)
-				return (n);
-		} else if (cur > kring->rtail && cur < head)
-			return (n);
-	}
-	if (ring->tail != kring->rtail)
-		ring->tail = kring->rtail;
-	kring->rhead = head;
-	kring->rcur = cur;
-	return (head);
-}
-
-/* nm_rxsync_prologue(): head and cur within hwcur..hwtail. */
-static u_int
-hk_rxsync_prologue(struct netmap_kring *kring, struct netmap_ring *ring)
-{
-	u_int n = kring->nkr_num_slots, head, cur;
-
-	cur = kring->rcur = ring->cur;
-	head = kring->rhead = ring->head;
-	if (kring->nr_hwcur >= n || kring->nr_hwtail >= n)
-		return (n);
-	if (kring->nr_hwtail >= kring->nr_hwcur) {
-		if (head < kring->nr_hwcur || head > kring->nr_hwtail)
-			return (n);
-		if (cur < head || cur > kring->nr_hwtail)
-			return (n);
-	} else {
-		if (head < kring->nr_hwcur && head > kring->nr_hwtail)
-			return (n);
-		if (head <= kring->nr_hwtail) {
-			if (cur < head || cur > kring->nr_hwtail)
-				return (n);
-		} else if (cur < head && cur > kring->nr_hwtail)
-			return (n);
-	}
-	if (ring->tail != kring->rtail)
-		ring->tail = kring->rtail;
-	return (head);
 }
 
 /* One ring of NIOCTXSYNC/NIOCRXSYNC (ioctl) or of poll(). */

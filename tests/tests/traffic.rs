@@ -57,10 +57,19 @@ fn pipe_delivers_exactly_once_in_kloop_mode() {
 }
 
 #[test]
+fn pipe_delivers_exactly_once_against_netmaps_own_host_sync() {
+    // The host is netmap's C (netmap_kloop.c's per-ring sync, as QEMU's
+    // ptnetmap backend runs it), not ours.
+    let r = run(pipe(KloopMode::NetmapC, 1024, 1), count(200_000));
+    assert_exactly_once(&r, 200_000);
+    assert!(r.kicks > 0 && r.irqs > 0, "{r:?}");
+}
+
+#[test]
 fn small_rings_wrap_around_thousands_of_times() {
     // 16 slots, 100k packets: each ring index is reused over 6000 times,
     // with full-ring back-pressure on every lap.
-    for mode in [KloopMode::Direct, KloopMode::Thread] {
+    for mode in [KloopMode::Direct, KloopMode::Thread, KloopMode::NetmapC] {
         let p = PktgenConfig { count: 100_000, batch: 7, size: 1514, ..PktgenConfig::default() };
         let r = run(pipe(mode, 16, 1), p);
         assert_exactly_once(&r, 100_000);
@@ -69,7 +78,7 @@ fn small_rings_wrap_around_thousands_of_times() {
 
 #[test]
 fn several_rings_keep_per_ring_order() {
-    for mode in [KloopMode::Direct, KloopMode::Thread] {
+    for mode in [KloopMode::Direct, KloopMode::Thread, KloopMode::NetmapC] {
         let p = PktgenConfig { count: 100_000, batch: 64, ..PktgenConfig::default() };
         let r = run(pipe(mode, 256, 4), p);
         // count is per sender and spread over its 4 rings.
@@ -79,7 +88,7 @@ fn several_rings_keep_per_ring_order() {
 
 #[test]
 fn ptctl_delete_and_create_mid_traffic_lose_nothing() {
-    for mode in [KloopMode::Direct, KloopMode::Thread] {
+    for mode in [KloopMode::Direct, KloopMode::Thread, KloopMode::NetmapC] {
         // Paced, so that the run lasts at least 200 ms however fast the
         // machine: restarts every 3 ms land mid-traffic.
         let p = PktgenConfig {
@@ -97,7 +106,7 @@ fn ptctl_delete_and_create_mid_traffic_lose_nothing() {
 
 #[test]
 fn vale_switch_accounts_for_every_packet() {
-    for mode in [KloopMode::Direct, KloopMode::Thread] {
+    for mode in [KloopMode::Direct, KloopMode::Thread, KloopMode::NetmapC] {
         let r = run(WorldConfig { mode, ..WorldConfig::default() }, count(300_000));
         assert_accounted(&r);
         assert!(r.rx_pkts > 0);
@@ -129,7 +138,7 @@ fn three_guests_exchange_traffic_through_the_switch() {
 
 #[test]
 fn ping_round_trips_through_the_switch() {
-    for mode in [KloopMode::Direct, KloopMode::Thread] {
+    for mode in [KloopMode::Direct, KloopMode::Thread, KloopMode::NetmapC] {
         let p = PktgenConfig { function: Function::Ping, count: 200, ..PktgenConfig::default() };
         let r = run(WorldConfig { mode, ..WorldConfig::default() }, p);
         let l = r.latency.expect("ping reports latency");

@@ -127,6 +127,8 @@ pub struct Report {
     pub irqs: u64,
     /// Kicks per received packet.
     pub kicks_per_pkt: f64,
+    /// Ring syncs of all drivers per second (netmap txsync/rxsync).
+    pub syncs_per_sec: f64,
     /// Interrupts per received packet.
     pub irqs_per_pkt: f64,
     /// Packets dropped by the switch (full destination ring).
@@ -463,10 +465,11 @@ fn ponger(ifp: Arc<PtnetIf>, macs: Vec<[u8; 6]>, sh: Arc<Shared>) -> Result<(), 
     Ok(())
 }
 
-fn counters(world: &World) -> (u64, u64) {
-    world.vms.iter().filter_map(|vm| vm.ifp.as_ref()).fold((0, 0), |(k, i), ifp| {
+/// Kicks, interrupts and syncs of every driver so far.
+fn counters(world: &World) -> (u64, u64, u64) {
+    world.vms.iter().filter_map(|vm| vm.ifp.as_ref()).fold((0, 0, 0), |(k, i, s), ifp| {
         let c = ifp.total_counters();
-        (k + c.kicks, i + c.irqs)
+        (k + c.kicks, i + c.irqs, s + c.syncs)
     })
 }
 
@@ -519,7 +522,7 @@ pub fn run(world: &World, cfg: &PktgenConfig) -> Result<Report, String> {
         trackers: Mutex::new(Vec::new()),
         rtts: Mutex::new(Vec::new()),
     });
-    let (k0, i0) = counters(world);
+    let (k0, i0, s0) = counters(world);
     let start = Instant::now();
     let mut handles = Vec::new();
     let spawn = |name: String, f: Box<dyn FnOnce() -> Result<(), NmError> + Send>| {
@@ -567,7 +570,7 @@ pub fn run(world: &World, cfg: &PktgenConfig) -> Result<Report, String> {
                 rx_mpps: (rx - last_rx) as f64 / dt / 1e6,
             };
             if cfg.report {
-                let (k, i) = counters(world);
+                let (k, i, _) = counters(world);
                 let pk = (rx.max(1)) as f64;
                 println!(
                     "{:8.3}s {:8.3} Mpps tx {:8.3} Mpps rx ({:.3} Gbps in {} usec) kicks/pkt {:.5} irqs/pkt {:.5} drops {}",
@@ -592,12 +595,12 @@ pub fn run(world: &World, cfg: &PktgenConfig) -> Result<Report, String> {
         }
     }
     let seconds = (sh.last_activity.load(Ordering::Relaxed) as f64 / 1e9).max(1e-9);
-    let (k1, i1) = counters(world);
+    let (k1, i1, s1) = counters(world);
     let trackers = sh.trackers.lock().unwrap().clone();
     let sum = |f: fn(&SeqTracker) -> u64| trackers.iter().map(f).sum::<u64>();
     let tx_pkts: u64 = sh.vms.iter().map(|v| v.tx.load(Ordering::Relaxed)).sum();
     let rx_pkts: u64 = sh.vms.iter().map(|v| v.rx.load(Ordering::Relaxed)).sum();
-    let (kicks, irqs) = (k1 - k0, i1 - i0);
+    let (kicks, irqs, syncs) = (k1 - k0, i1 - i0, s1 - s0);
     let per = |x: u64| x as f64 / rx_pkts.max(1) as f64;
     let rtts = std::mem::take(&mut *sh.rtts.lock().unwrap());
     Ok(Report {
@@ -617,6 +620,7 @@ pub fn run(world: &World, cfg: &PktgenConfig) -> Result<Report, String> {
         kicks,
         irqs,
         kicks_per_pkt: per(kicks),
+        syncs_per_sec: syncs as f64 / seconds,
         irqs_per_pkt: per(irqs),
         switch_drops: world.drops(),
         lost: sum(|t| t.lost),

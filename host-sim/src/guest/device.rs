@@ -306,14 +306,19 @@ impl PtnetIf {
     pub fn total_counters(&self) -> QueueCounters {
         let info = self.info;
         let rings = (0..info.num_tx_rings).map(|i| (Dir::Tx, i)).chain((0..info.num_rx_rings).map(|i| (Dir::Rx, i)));
-        rings.map(|(d, i)| self.counters(d, i)).fold(QueueCounters::default(), |a, b| QueueCounters {
+        let mut c = rings.map(|(d, i)| self.counters(d, i)).fold(QueueCounters::default(), |a, b| QueueCounters {
             syncs: a.syncs + b.syncs,
             kicks: a.kicks + b.kicks,
             irqs: a.irqs + b.irqs,
             host_errors: a.host_errors + b.host_errors,
             host_resets: a.host_resets + b.host_resets,
             stuck: a.stuck + b.stuck,
-        })
+        });
+        // The C driver's syncs and kicks (`NmMode::ZeroCopyC`).
+        let (syncs, kicks) = self.netmap.c_counts();
+        c.syncs += syncs;
+        c.kicks += kicks;
+        c
     }
 
     /// Stops and restarts the host side (`PTCTL` delete then create) while

@@ -32,10 +32,11 @@ use ptnet::layout::{Buffers, Expected, Memdev, NetmapLayout, RingLayout};
 use ptnet::shmem::SharedRegion;
 use ptnet::DeviceInfo;
 use ptnet_ffi::{PtnetRsKring, PtnetRsNmConfig, PtnetRsNmRing};
+use ptnet_netmapc::{CKring, Ptrs};
 use std::mem::offset_of;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::kernel::PciBar;
@@ -55,6 +56,12 @@ pub enum NmMode {
     Copy,
     /// A kernel built with `WITH_PTNETMAP`: the host's rings and buffers.
     ZeroCopy,
+    /// As `ZeroCopy`, with the guest sync of FreeBSD's C ptnet driver
+    /// (`if_ptnet.c`'s `ptnet_nm_txsync`/`_rxsync`: netmap's C
+    /// `netmap_pt_guest_txsync`/`_rxsync`, then a kick if they say so) in
+    /// place of the Rust driver's, on the same rings and CSB: the
+    /// head-to-head baseline of `bench native`.
+    ZeroCopyC,
 }
 
 /// Memory of netmap's own allocator: 8-aligned, reached through raw
@@ -186,6 +193,11 @@ pub(crate) struct NmAdapter {
     krings: Vec<Mutex<Kring>>,
     /// Each kring's mode (`nr_mode == NKR_NETMAP_ON`), for the interrupt.
     on: Vec<AtomicBool>,
+    /// `ZeroCopyC`: each ring's kring as netmap's C has it.
+    c_krings: Vec<OnceLock<CKring>>,
+    /// `ZeroCopyC`: the C driver's syncs and kicks.
+    c_syncs: AtomicU64,
+    c_kicks: AtomicU64,
     /// Sleepers in `poll()`, per direction (TX, RX): any ring's interrupt
     /// of that direction wakes them, as netmap's `selinfo`.
     waits: [WaitQueue; 2],
@@ -215,10 +227,18 @@ impl NmAdapter {
             st: Mutex::default(),
             krings,
             on: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            c_krings: (0..n).map(|_| OnceLock::new()).collect(),
+            c_syncs: AtomicU64::new(0),
+            c_kicks: AtomicU64::new(0),
             waits: Default::default(),
             pci: pci.to_vec(),
             info: *info,
         }
+    }
+
+    /// The C driver's syncs and kicks so far (`ZeroCopyC`).
+    pub(crate) fn c_counts(&self) -> (u64, u64) {
+        (self.c_syncs.load(Ordering::Relaxed), self.c_kicks.load(Ordering::Relaxed))
     }
 
     fn id(&self, dir: Dir, idx: u32) -> usize {
@@ -259,7 +279,7 @@ impl PtnetIf {
             }
             let mem = match na.mode {
                 NmMode::Copy => NmMem::own(&na.info, cfg.buf_size),
-                NmMode::ZeroCopy => NmMem::host(&na.info, &na.pci).ok_or(NmError::NoRing)?,
+                NmMode::ZeroCopy | NmMode::ZeroCopyC => NmMem::host(&na.info, &na.pci).ok_or(NmError::NoRing)?,
             };
             st.mem = Some(Arc::new(mem));
         }
@@ -373,6 +393,11 @@ impl PtnetIf {
         }
         // NIOCTXSYNC asks for a reclaim (netmap_ioctl); poll() does not.
         let flags = if ioctl && dir == Dir::Tx { ptnet_ffi::PTNET_RS_SYNC_FORCE_RECLAIM } else { 0 };
+        if na.mode == NmMode::ZeroCopyC {
+            self.c_sync(id as u32, dir, &mut kr, flags != 0)?;
+            r.set_header_u32(TAIL, kr.hwtail);
+            return Ok(!kr.would_block());
+        }
         let g = mem.guest(id);
         let gp = g.as_ref().map_or(std::ptr::null(), |g| g as *const PtnetRsNmRing);
         let mut k = PtnetRsKring {
@@ -396,6 +421,35 @@ impl PtnetIf {
         }
         r.set_header_u32(TAIL, kr.hwtail);
         Ok(!kr.would_block())
+    }
+}
+
+impl PtnetIf {
+    /// `ZeroCopyC`: the sync of FreeBSD's C driver (`ptnet_nm_txsync`,
+    /// `ptnet_nm_rxsync` of `if_ptnet.c`): netmap's C guest sync on the
+    /// ring's CSB entries, and the kick it asks for.
+    fn c_sync(&self, id: u32, dir: Dir, kr: &mut Kring, force_reclaim: bool) -> Result<(), NmError> {
+        let (atok, ktoa) = self.shim.csb_entries(id).ok_or(NmError::NoRing)?;
+        let ck = self.netmap.c_krings[id as usize].get_or_init(|| CKring::new(kr.num_slots));
+        ck.set(&Ptrs {
+            rhead: kr.rhead,
+            rcur: kr.rcur,
+            rtail: kr.hwtail,
+            hwcur: kr.hwcur,
+            hwtail: kr.hwtail,
+            nointr: 0,
+        });
+        let flags = if force_reclaim { ptnet_netmapc::NAF_FORCE_RECLAIM } else { 0 };
+        // SAFETY: the entries are in the CSB the driver allocated, alive
+        // while the interface is attached; the kring's lock is held.
+        self.netmap.c_syncs.fetch_add(1, Ordering::Relaxed);
+        if unsafe { ck.guest_sync(dir == Dir::Tx, atok, ktoa, flags) } {
+            self.netmap.c_kicks.fetch_add(1, Ordering::Relaxed);
+            self.shim.kick(id);
+        }
+        let p = ck.get();
+        (kr.hwcur, kr.hwtail) = (p.hwcur, p.hwtail);
+        Ok(())
     }
 }
 

@@ -14,7 +14,8 @@ use super::kernel::GuestOs;
 use super::wait::Vcpu;
 use crate::hv::{Mmio, PciFunction};
 use lock_api::RawMutex as _;
-use ptnet::abi::regs::{memdev as mreg, PCI_DEVICE_ID_MEMDEV, PCI_VENDOR_ID};
+use ptnet::abi::csb::{NmCsbAtok, NmCsbKtoa, CSB_ENTRY_SIZE};
+use ptnet::abi::regs::{kick_reg, memdev as mreg, ptnet as reg, PCI_DEVICE_ID_MEMDEV, PCI_VENDOR_ID};
 use ptnet::net::caps::CsumFlags;
 use ptnet::net::frame::FrameInfo;
 use ptnet::os::{DmaMemory, Kernel};
@@ -125,6 +126,25 @@ pub struct ShimDev {
 }
 
 impl ShimDev {
+    /// The CSB entries of ring `id` (TX rings first), where the driver
+    /// told the device they are (`CSB_GH_BA*`, `CSB_HG_BA*`).
+    pub fn csb_entries(&self, id: u32) -> Option<(*mut NmCsbAtok, *mut NmCsbKtoa)> {
+        let addr = |hi, lo| (u64::from(self.io.read32(hi)) << 32) | u64::from(self.io.read32(lo));
+        let off = u64::from(id) * CSB_ENTRY_SIZE as u64;
+        let mem = &self.os.kernel.mem;
+        let atok = mem.region(addr(reg::CSB_GH_BAH, reg::CSB_GH_BAL) + off, CSB_ENTRY_SIZE)?;
+        let ktoa = mem.region(addr(reg::CSB_HG_BAH, reg::CSB_HG_BAL) + off, CSB_ENTRY_SIZE)?;
+        Some((atok.as_ptr().cast(), ktoa.as_ptr().cast()))
+    }
+
+    /// Kicks ring `id` (TX rings first) as the C driver's `ptnet_kick`
+    /// does: a write to its kick register.
+    pub fn kick(&self, id: u32) {
+        if let Some(r) = kick_reg(id) {
+            self.io.write32(r, 0);
+        }
+    }
+
     /// The shim's state for the ptnet function `nic` among `pci`.
     pub fn new(os: GuestOs, nic: &PciFunction, pci: &[PciFunction]) -> Box<Self> {
         Box::new(Self {

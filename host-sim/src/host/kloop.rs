@@ -13,6 +13,12 @@
 //! The host validates the guest's `head`/`cur` like netmap's sync
 //! prologues; a guest that breaks the ring invariants gets its update
 //! ignored and counted, never an out-of-range access on the host.
+//!
+//! A third mode, `NetmapC`, runs netmap's own C instead of this file's
+//! per-ring sync: `netmap_sync_kloop_tx_ring`/`_rx_ring` of
+//! `netmap_kloop.c` (crate `ptnet-netmapc`), in a thread per ring as
+//! QEMU's ptnetmap backend runs netmap's kloop, the kloop's `nm_sync`
+//! calling this port's backend, its irqfd raising the ring's interrupt.
 
 use super::chaos::{Chaos, IrqFate};
 use super::port::{fire, HostKring, HostRing, NmPort, NotifyList, Waker};
@@ -20,6 +26,7 @@ use crate::guest_mem::GuestMemory;
 use crate::hv::Interrupts;
 use ptnet::csb::{kern_read, kern_sleep_check, kern_wants_interrupt, kern_write, CsbMem, CsbRing, Field};
 use ptnet::kring::{prev, Dir, Kring};
+use ptnet_netmapc::{CKring, IrqFd, Ptrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{JoinHandle, Thread};
@@ -34,6 +41,10 @@ pub enum KloopMode {
     Thread,
     /// Processing in the kicking or notifying thread.
     Direct,
+    /// netmap's C per-ring sync, one host thread per ring.
+    #[serde(rename = "netmap-c")]
+    #[value(name = "netmap-c")]
+    NetmapC,
 }
 
 /// Counters of one kloop.
@@ -72,6 +83,8 @@ pub struct RingKloop {
     at: String,
     /// Keeps the guest memory holding the CSB alive.
     _guest_mem: Arc<GuestMemory>,
+    /// In `NetmapC` mode: netmap's kring and the ring's irqfd.
+    c: OnceLock<(CKring, IrqFd)>,
 }
 
 /// Where a kloop finds its ring, its CSB entry and its interrupt.
@@ -121,9 +134,13 @@ impl RingKloop {
             chaos: t.chaos,
             at: String::new(),
             _guest_mem: t.guest_mem,
+            c: OnceLock::new(),
         });
         Arc::get_mut(&mut k).expect("not shared yet").at = at;
-        if mode == KloopMode::Thread {
+        if mode == KloopMode::NetmapC {
+            k.c_start();
+        }
+        if mode != KloopMode::Direct {
             let me = k.clone();
             let name = format!("kloop-{}-{}{}", k.port.name, k.dir, k.idx);
             let h = std::thread::Builder::new().name(name).spawn(move || me.thread_main()).expect("spawn kloop thread");
@@ -162,7 +179,7 @@ impl RingKloop {
     /// A guest kick or a backend notification.
     pub fn kick(&self) {
         match self.mode {
-            KloopMode::Thread => {
+            KloopMode::Thread | KloopMode::NetmapC => {
                 if let Some(t) = self.thread.get() {
                     t.unpark();
                 }
@@ -210,11 +227,56 @@ impl RingKloop {
         if let Some(c) = &self.chaos {
             c.stall(&self.at);
         }
+        if let Some((kring, irq)) = self.c.get() {
+            return self.c_process(kring, irq);
+        }
         let mut notes = self.notes.lock().unwrap();
         match self.dir {
             Dir::Tx => self.process_tx(&mut notes),
             Dir::Rx => self.process_rx(&mut notes),
         }
+    }
+
+    /// `NetmapC`: netmap's kring for this ring, in the host's current
+    /// state, and the irqfd (counted like this file's interrupts).
+    fn c_start(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        let irq = IrqFd(Box::new(move || {
+            if let Some(k) = me.upgrade() {
+                k.stats.irqs.fetch_add(1, Ordering::Relaxed);
+                k.irq.raise(k.vector);
+            }
+        }));
+        let ctx = Arc::as_ptr(self).cast_mut().cast::<core::ffi::c_void>();
+        let n = self.ring().kring.lock().unwrap().k.num_slots;
+        // SAFETY: `ctx` is this kloop, which owns the kring: alive whenever
+        // netmap's C calls `c_nm_sync`.
+        let kring = unsafe { CKring::with_sync(n, Some(c_nm_sync), ctx) };
+        let hk = *self.ring().kring.lock().unwrap();
+        kring.set(&Ptrs {
+            rhead: hk.k.rhead,
+            rcur: hk.k.rcur,
+            rtail: hk.rtail,
+            hwcur: hk.k.hwcur,
+            hwtail: hk.k.hwtail,
+            nointr: 0,
+        });
+        let _ = self.c.set((kring, irq));
+    }
+
+    /// One pass of netmap's C over the ring, then the notifications its
+    /// `nm_sync` calls queued.
+    fn c_process(&self, kring: &CKring, irq: &IrqFd) {
+        let before = ptnet_netmapc::reinits();
+        let (atok, ktoa) = self.csb.entries();
+        // SAFETY: the CSB entries live in guest memory this kloop keeps
+        // alive; `c_nm_sync` finds this kloop through the kring's ctx,
+        // and the kloop outlives its kring (stop() waits for the pass).
+        unsafe { kring.kloop(self.dir == Dir::Tx, atok, ktoa, Some(irq), false, false) };
+        let refused = ptnet_netmapc::reinits() - before;
+        self.stats.guest_errors.fetch_add(refused, Ordering::Relaxed);
+        let mut notes = std::mem::take(&mut *self.notes.lock().unwrap());
+        fire(&mut notes);
     }
 
     fn direct(&self) -> bool {
@@ -383,4 +445,30 @@ impl RingKloop {
             self.interrupt_if_wanted();
         }
     }
+}
+
+/// The `nm_sync` of netmap's kring in `NetmapC` mode: the port's
+/// txsync/rxsync on the host's kring, with the head and cur netmap's
+/// prologue accepted, and the host's pointers handed back to netmap.
+///
+/// # Safety
+/// Called by netmap's C with a kring made by `RingKloop::c_start`, whose
+/// ctx is the live kloop.
+unsafe extern "C" fn c_nm_sync(kring: *mut core::ffi::c_void, _flags: i32) -> i32 {
+    // SAFETY: per the contract.
+    let me = unsafe { &*CKring::ctx_of(kring).cast::<RingKloop>() };
+    let Some((ck, _)) = me.c.get() else { return libc::EINVAL };
+    let ring = me.ring();
+    let p = ck.get();
+    let mut notes = me.notes.lock().unwrap();
+    let mut hk = ring.kring.lock().unwrap();
+    hk.k.rhead = p.rhead;
+    hk.k.rcur = p.rcur;
+    hk.rtail = p.rtail;
+    match me.dir {
+        Dir::Tx => me.port.backend.txsync(&me.port, ring, &mut hk, &mut notes),
+        Dir::Rx => me.port.backend.rxsync(&me.port, ring, &mut hk, &mut notes),
+    }
+    ck.set(&Ptrs { hwcur: hk.k.hwcur, hwtail: hk.k.hwtail, ..p });
+    0
 }
