@@ -48,8 +48,12 @@ pub struct RxStats {
 pub struct RxRing {
     /// Ring pointers.
     pub kring: Kring,
-    /// Where the receive watchdog last saw frames waiting (`rcur`).
-    waiting: Option<u32>,
+    /// Receive passes so far: the watchdog's measure of progress (not
+    /// `rcur`, which comes back to the same slot after a lap).
+    passes: u64,
+    /// The pass count at which the receive watchdog last saw frames
+    /// waiting.
+    waiting: Option<u64>,
     /// The ring watchdog's view ([`Ptnet::ring_watchdog`]).
     pub watch: RingWatch,
     /// Counters.
@@ -61,6 +65,7 @@ impl RxRing {
     pub fn new(num_slots: u32) -> Self {
         Self {
             kring: Kring::new(Dir::Rx, num_slots),
+            passes: 0,
             waiting: None,
             watch: RingWatch::default(),
             stats: RxStats::default(),
@@ -126,6 +131,7 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
         let Some(bufs) = self.layout().map(|l| l.buffers) else {
             return RxReport::default();
         };
+        ring.passes = ring.passes.wrapping_add(1);
         let _ = self.rxsync(idx, &mut ring.kring, SyncOpts::default());
         let mut out = Counting { inner: sink, frames: 0, bytes: 0, refused: 0 };
         let mut handled = 0u32;
@@ -173,8 +179,8 @@ impl<K: Kernel, R: Registers> Ptnet<K, R> {
             ring.waiting = None;
             return false;
         }
-        let missed = ring.waiting == Some(k.rcur);
-        ring.waiting = Some(k.rcur);
+        let missed = ring.waiting == Some(ring.passes);
+        ring.waiting = Some(ring.passes);
         if missed && ring.stats.missed_irqs.inc_logged(64) {
             self.kernel().log(
                 LogLevel::Warning,

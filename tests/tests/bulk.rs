@@ -29,6 +29,10 @@ fn guest_to_guest_at_speed_both_families() {
     }
     let c = w.ifp(1).if_counters();
     assert_eq!((c.ierrors, c.iqdrops), (0, 0), "{c:?}");
+    // A healthy host: no interrupt was lost, so the receive watchdog never
+    // had to receive, and no ring was restarted.
+    let f = w.guest_faults();
+    assert_eq!((f.missed_irqs, f.wedged, f.host_errors), (0, 0, 0), "{f:?}");
 }
 
 #[test]
