@@ -287,6 +287,10 @@ enum BenchCmd {
         /// Batch.
         #[arg(short = 'b', long, default_value_t = 512)]
         batch: u32,
+        /// The host's kloop: direct, kloop (a thread per ring), or
+        /// netmap-c (netmap's own C per-ring sync, a thread per ring).
+        #[arg(long, value_enum, default_value_t = KloopMode::Direct)]
+        mode: KloopMode,
         /// Machine-readable report on stdout.
         #[arg(long)]
         json: bool,
@@ -444,7 +448,14 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn bench_native(duration: f64, repeat: usize, slots: u32, batch: u32, json: bool) -> Result<(), String> {
+fn bench_native(
+    duration: f64,
+    repeat: usize,
+    slots: u32,
+    batch: u32,
+    mode: KloopMode,
+    json: bool,
+) -> Result<(), String> {
     let d = Duration::from_secs_f64(duration);
     // The rows, each measured in every run next to the baseline: the
     // default module on a stock kernel (netmap's own buffers, copied), the
@@ -457,8 +468,8 @@ fn bench_native(duration: f64, repeat: usize, slots: u32, batch: u32, json: bool
     for i in 0..repeat.max(1) {
         let b = baseline::run(60, batch, slots, 2048, d);
         let mut line = format!("run {}: baseline {:.3} Mpps", i + 1, b.mpps);
-        for (k, (name, mode)) in rows.iter().enumerate() {
-            let world = World::new(WorldConfig { slots, netmap: *mode, ..WorldConfig::default() })
+        for (k, (name, netmap)) in rows.iter().enumerate() {
+            let world = World::new(WorldConfig { slots, netmap: *netmap, mode, ..WorldConfig::default() })
                 .map_err(|e| e.to_string())?;
             let cfg = PktgenConfig { batch, duration: d, ..PktgenConfig::default() };
             let r = pktgen::run(&world, &cfg)?;
@@ -504,7 +515,7 @@ fn bench_native(duration: f64, repeat: usize, slots: u32, batch: u32, json: bool
         "size": 60,
         "batch": batch,
         "slots": slots,
-        "mode": "direct",
+        "mode": mode,
         "seconds_per_run": duration,
         "baseline_mpps": baseline_mpps,
         "baseline_runs": baselines,
@@ -821,8 +832,8 @@ fn main() -> ExitCode {
             timeout: Duration::from_secs(300),
         }),
         Cmd::Bench { which: BenchCmd::Ifnet { duration, json } } => bench_ifnet(duration, json),
-        Cmd::Bench { which: BenchCmd::Native { duration, repeat, slots, batch, json } } => {
-            bench_native(duration, repeat, slots, batch, json)
+        Cmd::Bench { which: BenchCmd::Native { duration, repeat, slots, batch, mode, json } } => {
+            bench_native(duration, repeat, slots, batch, mode, json)
         }
     };
     match res {

@@ -722,14 +722,9 @@ hk_ring_reinit(struct netmap_kring *kring)
 {
 	struct netmap_ring *ring = kring->ring;
 	u_int i, lim = kring->nkr_num_slots - 1;
-	int errors = 0;
+	int errors;
 
-	kring->rhead = ring->head;
-	kring->rcur = ring->cur;
-	kring->rtail = ring->tail;
-	errors += ring->cur > lim;
-	errors += ring->head > lim;
-	errors += ring->tail > lim;
+	errors = hk_reinit_load(kring);
 	for (i = 0; i <= lim; i++) {
 		if (ring->slot[i].buf_idx < 2 ||
 		    ring->slot[i].buf_idx >= kring->na->na_lut.objtotal) {
@@ -738,11 +733,8 @@ hk_ring_reinit(struct netmap_kring *kring)
 		} else if (ring->slot[i].len > HK_NM_BUF_SIZE)
 			ring->slot[i].len = 0;
 	}
-	if (errors) {
-		ring->head = kring->rhead = kring->nr_hwcur;
-		ring->cur = kring->rcur = kring->nr_hwcur;
-		ring->tail = kring->rtail = kring->nr_hwtail;
-	}
+	if (errors)
+		hk_reinit_reset(kring);
 }
 
 /* One ring of NIOCTXSYNC/NIOCRXSYNC (ioctl) or of poll(). */

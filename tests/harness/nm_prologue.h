@@ -3,7 +3,8 @@
  *
  * netmap's ring prologues (sys/dev/netmap/netmap.c, nm_txsync_prologue()
  * and nm_rxsync_prologue()): the checks every txsync/rxsync makes on the
- * head and cur an application proposes, before the ring's nm_sync runs.
+ * head and cur an application proposes, before the ring's nm_sync runs;
+ * and the pointer half of netmap_ring_reinit(), which follows a refusal.
  * Shared by the harness kernel (its NIOCTXSYNC/NIOCRXSYNC) and by
  * tests/netmapc (the definitions netmap_kloop.c's host sync calls).
  * Includers have <dev/netmap/netmap_kern.h>.
@@ -69,6 +70,33 @@ hk_rxsync_prologue(struct netmap_kring *kring, struct netmap_ring *ring)
 	if (ring->tail != kring->rtail)
 		ring->tail = kring->rtail;
 	return (head);
+}
+
+/*
+ * netmap_ring_reinit()'s pointer half: the kring takes the ring's head,
+ * cur and tail; returns how many are out of range.
+ */
+static inline int
+hk_reinit_load(struct netmap_kring *kring)
+{
+	struct netmap_ring *ring = kring->ring;
+	u_int lim = kring->nkr_num_slots - 1;
+
+	kring->rhead = ring->head;
+	kring->rcur = ring->cur;
+	kring->rtail = ring->tail;
+	return ((ring->cur > lim) + (ring->head > lim) + (ring->tail > lim));
+}
+
+/* ... and when any was: ring and kring back to the kernel's pointers. */
+static inline void
+hk_reinit_reset(struct netmap_kring *kring)
+{
+	struct netmap_ring *ring = kring->ring;
+
+	ring->head = kring->rhead = kring->nr_hwcur;
+	ring->cur = kring->rcur = kring->nr_hwcur;
+	ring->tail = kring->rtail = kring->nr_hwtail;
 }
 
 #endif /* HK_NM_PROLOGUE_H */

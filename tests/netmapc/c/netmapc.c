@@ -61,22 +61,12 @@ unsigned long nmc_reinits;
 int
 netmap_ring_reinit(struct netmap_kring *kring)
 {
-	struct netmap_ring *ring = kring->ring;
-	u_int lim = kring->nkr_num_slots - 1;
-	int errors = 0;
+	int errors;
 
 	__atomic_fetch_add(&nmc_reinits, 1, __ATOMIC_RELAXED);
-	kring->rhead = ring->head;
-	kring->rcur = ring->cur;
-	kring->rtail = ring->tail;
-	errors += ring->cur > lim;
-	errors += ring->head > lim;
-	errors += ring->tail > lim;
-	if (errors) {
-		ring->head = kring->rhead = kring->nr_hwcur;
-		ring->cur = kring->rcur = kring->nr_hwcur;
-		ring->tail = kring->rtail = kring->nr_hwtail;
-	}
+	errors = hk_reinit_load(kring);
+	if (errors)
+		hk_reinit_reset(kring);
 	return (errors ? 1 : 0);
 }
 
