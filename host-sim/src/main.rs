@@ -621,6 +621,9 @@ fn tcp_chaos(t: &TcpArgs) -> Result<(), String> {
     let chaos = world.chaos.clone().ok_or("no chaos")?;
     let d = Duration::from_secs_f64(a.duration);
     let under = ifperf::bulk_within(&world, None, PeerKind::Guest, false, d, CHAOS_STALL, !a.json);
+    if ifperf::bulk_receivers_running(&world) != 0 {
+        return Err("the receiver of the transfer under chaos is still running".into());
+    }
     let (counts, faults) = (chaos.counts(), world.guest_faults());
     chaos.stop();
     t.chaos_files.save(&world)?;

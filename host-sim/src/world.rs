@@ -148,6 +148,8 @@ pub struct World {
     pub chaos: Option<Arc<Chaos>>,
     /// Attaches the driver refused (a hostile host's falsified `PTFEAT`).
     pub attach_refused: u64,
+    /// Guest receivers of bulk transfers running (`app::ifperf`).
+    pub bulk_receivers: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// What the guests' drivers counted of a misbehaving host.
@@ -248,7 +250,7 @@ impl World {
             .enumerate()
             .map(|(i, p)| Vm::boot(&format!("vm{i}"), p, vm_mac(i), &cfg, chaos.clone()))
             .collect();
-        Self { vale, vms, cfg, chaos, attach_refused: 0 }
+        Self { vale, vms, cfg, chaos, attach_refused: 0, bulk_receivers: Arc::default() }
     }
 
     /// Interface of VM `i`.

@@ -145,13 +145,13 @@ fn a_ring_wedged_by_one_accepted_lie_is_restarted_and_traffic_resumes() {
 
 #[test]
 fn a_recorded_chaos_run_replays_and_the_next_transfer_is_intact() {
-    // `ptnet-sim tcp --chaos 3 -d 2 --chaos-record ...`, which failed
-    // after the chaos ("stream corrupted at byte 0", about one run in two)
-    // while the transfer under chaos had ended with the sender stalled:
-    // its receiver was left running and took the next connection's frames
-    // (the same addresses and ports), answering them from its own state.
-    // Replayed, the same faults come at the same points of the protocol;
-    // the transfer after them is intact.
+    // The record of `ptnet-sim tcp --chaos 3 -d 2`, a run that failed
+    // after the chaos ("stream corrupted at byte 0", about one run in
+    // two): its transfer under chaos ended with the sender stalled, and
+    // the receiver was left running; it took the next transfer's frames
+    // (then on the same addresses and ports) and answered them from its
+    // own state (see the next test). Replayed, the same faults come at the
+    // same points of the protocol, and the next transfer is intact.
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/chaos/tcp-seed3-receiver-left-running.json");
     let record = ChaosRecord::load(std::path::Path::new(path)).unwrap();
     let driver = ptnet::Config { want_vnet_hdr: true, require_vnet_hdr: true };
@@ -160,6 +160,7 @@ fn a_recorded_chaos_run_replays_and_the_next_transfer_is_intact() {
     let chaos = w.chaos.clone().unwrap();
     let d = Duration::from_secs(2);
     let _ = ifperf::bulk_within(&w, None, PeerKind::Guest, false, d, Duration::from_secs(3), false);
+    assert_eq!(ifperf::bulk_receivers_running(&w), 0, "a receiver outlived its transfer");
     chaos.stop();
     // What was injected is what the file says, fault for fault, as far as
     // this run's timing reached (each ring's faults in order).
@@ -168,5 +169,19 @@ fn a_recorded_chaos_run_replays_and_the_next_transfer_is_intact() {
     assert!(injected.iter().all(|f| record.faults.contains(f)), "{injected:?}");
     let r = ifperf::bulk_within(&w, None, PeerKind::Guest, false, d, Duration::from_secs(20), false);
     assert!(r.is_ok(), "after the chaos: {r:?}");
+    w.shutdown().unwrap();
+}
+
+#[test]
+fn a_transfer_whose_sender_gives_up_stops_its_receiver() {
+    // The receiving guest's interface is down: the sender's SYNs go
+    // nowhere and it gives up after its stall time. Its receiver must not
+    // outlive the transfer: left polling the interface, it would take the
+    // next transfer's frames.
+    let w = World::new(WorldConfig::default()).unwrap();
+    w.ifp(1).if_down().unwrap();
+    let r = ifperf::bulk_within(&w, None, PeerKind::Guest, false, Duration::ZERO, Duration::from_millis(300), false);
+    assert!(r.is_err(), "{r:?}");
+    assert_eq!(ifperf::bulk_receivers_running(&w), 0, "the receiver outlived its transfer: {r:?}");
     w.shutdown().unwrap();
 }

@@ -18,7 +18,7 @@ use smoltcp::socket::tcp;
 use smoltcp::wire::IpAddress;
 use std::io::{Read, Write};
 use std::net::{IpAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -104,6 +104,44 @@ fn guest_stack(w: &World, i: usize, tap: Option<&TapBridge>) -> Result<Stack, St
 }
 
 /// A guest's endpoint: VM `i`'s addresses and `port`.
+/// Guest receivers of bulk transfers still running in `w`. Between
+/// transfers none may be: one left behind would take the next transfer's
+/// frames from its interface (as one did after a transfer under chaos
+/// whose sender gave up).
+pub fn bulk_receivers_running(w: &World) -> usize {
+    w.bulk_receivers.load(Ordering::SeqCst)
+}
+
+/// Counts a receiver thread in [`bulk_receivers_running`] while alive.
+struct ReceiverRunning(Arc<AtomicUsize>);
+
+impl ReceiverRunning {
+    fn new(n: Arc<AtomicUsize>) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Self(n)
+    }
+}
+
+impl Drop for ReceiverRunning {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A sending end's port: a new one for every transfer, as a stack picks a
+/// fresh ephemeral port for each connection. The bulk engine derives its
+/// initial sequence number from the port, so a new connection never
+/// shares its addresses, ports and sequence space with an earlier one
+/// whose segments may still be in flight. After a hostile host some of
+/// those are corrupted yet trusted (a host that overwrote a frame still
+/// queued in a TX ring keeps its checksum-offload flags): with the same
+/// ports and sequence numbers, the next transfer would take them as its
+/// own data.
+fn ephemeral_port() -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    40001 + NEXT.fetch_add(1, Ordering::Relaxed) % 20000
+}
+
 fn guest_end(w: &World, i: usize, ipv6: bool, port: u16) -> Endpoint {
     let ip = if ipv6 { IpAddr::V6(vm_ipv6(i)) } else { IpAddr::V4(vm_ipv4(i)) };
     Endpoint { mac: w.vms[i].mac, ip, port }
@@ -180,16 +218,18 @@ pub fn bulk_between(
     // The sender gave up: the receiver stops too, before this returns (a
     // receiver left running would take the next transfer's frames).
     let aborted = Arc::new(AtomicBool::new(false));
-    let local = guest_end(w, tx_end.0, ipv6, 40001);
+    let local = guest_end(w, tx_end.0, ipv6, ephemeral_port());
     let peer = if rx_end.is_some() { PeerKind::Guest } else { PeerKind::Linux };
     type RxOut = Result<(u64, Option<u64>, f64, u64), String>;
     let (remote, rx): (Endpoint, std::thread::JoinHandle<RxOut>) = match rx_end {
         Some((vm, ifb)) => {
             let remote = guest_end(w, vm, ipv6, 5001);
             let (r2, d2, a2) = (received.clone(), done.clone(), aborted.clone());
+            let running = ReceiverRunning::new(w.bulk_receivers.clone());
             let h = std::thread::Builder::new()
                 .name("vm1-bulk-rx".into())
                 .spawn(move || {
+                    let _running = running;
                     let mut c = BulkTcp::listen(ifb, remote, local, pattern);
                     c.set_stall(stall);
                     let ok = c.run_with(duration + stall, |c| {
