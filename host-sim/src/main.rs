@@ -365,8 +365,8 @@ fn pktgen_after_chaos(world: World, under: pktgen::Report, files: &ChaosFiles, j
         print_summary(&under);
         print_chaos(&counts, &faults);
         println!(
-            "After the chaos: {} sent, {} received, {} dropped by the switch, {} dup/reordered, {} corrupt",
-            AFTER_CHAOS_PKTS, after.rx_pkts, dropped, after.dup_or_reordered, after.corrupt
+            "After the chaos: {} sent, {} received, {} dropped by the switch, {} dup/reordered, {} corrupt; {} of the run under chaos arrived late",
+            AFTER_CHAOS_PKTS, after.rx_pkts, dropped, after.dup_or_reordered, after.corrupt, after.stale
         );
     }
     world.shutdown()?;
@@ -394,8 +394,8 @@ fn print_summary(r: &pktgen::Report) {
         r.tx_pkts, r.rx_pkts, r.seconds, r.mpps, r.gbps, r.size, r.batch, r.rings, r.slots, r.mode
     );
     println!(
-        "Notifications: {} kicks ({:.5}/pkt), {} interrupts ({:.5}/pkt); switch drops {}; lost {} dup/reordered {} corrupt {}",
-        r.kicks, r.kicks_per_pkt, r.irqs, r.irqs_per_pkt, r.switch_drops, r.lost, r.dup_or_reordered, r.corrupt
+        "Notifications: {} kicks ({:.5}/pkt), {} interrupts ({:.5}/pkt); switch drops {}; lost {} dup/reordered {} corrupt {} of an earlier run {}",
+        r.kicks, r.kicks_per_pkt, r.irqs, r.irqs_per_pkt, r.switch_drops, r.lost, r.dup_or_reordered, r.corrupt, r.stale
     );
     if let Some(l) = &r.latency {
         println!(

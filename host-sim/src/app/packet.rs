@@ -5,7 +5,10 @@
 //!
 //! Payload layout at offset 42 (after Ethernet, IPv4 and UDP headers):
 //! `magic: u16, src: u8, ring: u8, seq: u64, csum: u32, fill...`, little
-//! endian. `csum` covers every payload byte but itself.
+//! endian. `csum` covers every payload byte but itself. The top 16 bits of
+//! `seq` are the run: packets of an earlier run still in the rings (a
+//! restarted host may send them late, which is no loss) are told apart
+//! from this run's.
 
 /// Smallest frame (Ethernet minimum without FCS).
 pub const MIN_SIZE: usize = 60;
@@ -40,7 +43,12 @@ pub struct PacketId {
     pub ring: u8,
     /// Per-(sender, ring) sequence number.
     pub seq: u64,
+    /// The run that sent it.
+    pub run: u16,
 }
+
+/// Bits of the sequence field below the run.
+const SEQ_BITS: u32 = 48;
 
 /// Why a frame is not a valid test packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +99,7 @@ pub struct Template {
     bytes: Vec<u8>,
     /// Checksum of the fill, which never changes.
     fill_csum: u32,
+    run: u16,
 }
 
 impl Template {
@@ -120,7 +129,12 @@ impl Template {
         }
         b[SRC_OFF] = src;
         let fill_csum = payload_csum(&b[FILL_OFF..]);
-        Self { bytes: b, fill_csum }
+        Self { bytes: b, fill_csum, run: 0 }
+    }
+
+    /// Its packets tagged as sent by `run`.
+    pub fn with_run(self, run: u16) -> Self {
+        Self { run, ..self }
     }
 
     /// Frame length.
@@ -135,6 +149,7 @@ impl Template {
 
     /// The frame for `(kind, ring, seq)`.
     pub fn build(&mut self, kind: Kind, ring: u8, seq: u64) -> &[u8] {
+        let seq = seq & ((1 << SEQ_BITS) - 1) | u64::from(self.run) << SEQ_BITS;
         let b = &mut self.bytes;
         b[MAGIC_OFF..MAGIC_OFF + 2].copy_from_slice(&(kind as u16).to_le_bytes());
         b[RING_OFF] = ring;
@@ -157,14 +172,16 @@ pub fn check(pkt: &[u8]) -> Result<PacketId, Bad> {
         0x706f => Kind::Pong,
         _ => return Err(Bad::Foreign),
     };
+    let field = u64::from_le_bytes(pkt[SEQ_OFF..SEQ_OFF + 8].try_into().unwrap());
     let id = PacketId {
         kind,
         src: pkt[SRC_OFF],
         ring: pkt[RING_OFF],
-        seq: u64::from_le_bytes(pkt[SEQ_OFF..SEQ_OFF + 8].try_into().unwrap()),
+        seq: field & ((1 << SEQ_BITS) - 1),
+        run: (field >> SEQ_BITS) as u16,
     };
     let stored = u32::from_le_bytes(pkt[CSUM_OFF..CSUM_OFF + 4].try_into().unwrap());
-    if stored != fields_csum(magic, id.src, id.ring, id.seq) ^ payload_csum(&pkt[FILL_OFF..]) {
+    if stored != fields_csum(magic, id.src, id.ring, field) ^ payload_csum(&pkt[FILL_OFF..]) {
         return Err(Bad::Corrupt);
     }
     Ok(id)
@@ -192,9 +209,10 @@ pub fn announce(src_mac: [u8; 6]) -> [u8; MIN_SIZE] {
     b
 }
 
-/// Per-(sender, ring) sequence tracking at a receiver.
+/// Per-(sender, ring) sequence tracking at a receiver, for one run.
 #[derive(Debug, Default, Clone)]
 pub struct SeqTracker {
+    run: u16,
     next: Vec<u64>,
     /// Packets in order.
     pub in_order: u64,
@@ -206,16 +224,27 @@ pub struct SeqTracker {
     pub corrupt: u64,
     /// Frames that were not test packets.
     pub foreign: u64,
+    /// Intact test packets of another run.
+    pub stale: u64,
 }
 
 /// Most rings per sender a tracker follows.
 pub const MAX_FLOW_RINGS: usize = 64;
 
 impl SeqTracker {
+    /// A tracker of the packets of `run`.
+    pub fn for_run(run: u16) -> Self {
+        Self { run, ..Self::default() }
+    }
+
     /// Records one received frame; returns its id when it was a valid
-    /// test packet.
+    /// test packet of this run.
     pub fn record(&mut self, pkt: &[u8]) -> Option<PacketId> {
         match check(pkt) {
+            Ok(id) if id.run != self.run => {
+                self.stale += 1;
+                None
+            }
             Ok(id) => {
                 let flow = id.src as usize * MAX_FLOW_RINGS + id.ring as usize % MAX_FLOW_RINGS;
                 if self.next.len() <= flow {
@@ -264,6 +293,20 @@ mod tests {
         make_pong(&mut pong);
         assert_eq!(check(&pong).unwrap().kind, Kind::Pong);
         assert_eq!(pong[0..6], pkt[6..12]);
+    }
+
+    #[test]
+    fn packets_of_another_run_are_stale_not_duplicates() {
+        // A host restarted after a hostile spell sends what a previous
+        // run left in a TX ring: high sequence numbers of that run must
+        // not make this run's packets look reordered.
+        let mut old = Template::new(60, 1, [2, 0, 0, 0, 0, 2], 2, [2, 0, 0, 0, 0, 3]).with_run(1);
+        let mut new = Template::new(60, 1, [2, 0, 0, 0, 0, 2], 2, [2, 0, 0, 0, 0, 3]).with_run(2);
+        let mut t = SeqTracker::for_run(2);
+        assert!(t.record(new.build(Kind::Data, 0, 0)).is_some());
+        assert!(t.record(old.build(Kind::Data, 0, 90_000)).is_none());
+        assert_eq!(t.record(new.build(Kind::Data, 0, 1)).map(|id| (id.seq, id.run)), Some((1, 2)));
+        assert_eq!((t.in_order, t.dup_or_reordered, t.stale, t.corrupt), (2, 0, 1, 0));
     }
 
     #[test]

@@ -139,6 +139,9 @@ pub struct Report {
     pub dup_or_reordered: u64,
     /// Corrupted packets.
     pub corrupt: u64,
+    /// Intact packets of an earlier run received (left in the rings, or
+    /// sent late by a restarted host): not this run's, not counted in it.
+    pub stale: u64,
     /// `PTCTL` restarts done during the run.
     pub restarts: u64,
     /// Round-trip latency (ping).
@@ -166,6 +169,14 @@ struct Shared {
     vms: Vec<VmCounters>,
     trackers: Mutex<Vec<SeqTracker>>,
     rtts: Mutex<Vec<Duration>>,
+    /// This run's tag in its packets (see `packet`).
+    run: u16,
+}
+
+/// A new tag for each run in this process.
+fn next_run() -> u16 {
+    static RUNS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(1);
+    RUNS.fetch_add(1, Ordering::Relaxed)
 }
 
 /// What one VM's thread does.
@@ -305,8 +316,10 @@ fn vm_thread(
     })?;
     let info = ifp.info();
     let mut scratch = vec![0u8; SCRATCH];
-    let mut tracker = SeqTracker::default();
-    let mut tmpl = role.send_to.map(|d| Template::new(cfg.size, me as u8, world_macs[me], d as u8, world_macs[d]));
+    let mut tracker = SeqTracker::for_run(sh.run);
+    let mut tmpl = role
+        .send_to
+        .map(|d| Template::new(cfg.size, me as u8, world_macs[me], d as u8, world_macs[d]).with_run(sh.run));
     let mut seqs = vec![0u64; info.num_tx_rings as usize];
     let mut sent = 0u64;
     let pacer = Pacer { start: Instant::now(), rate: cfg.rate };
@@ -401,7 +414,7 @@ fn pinger(ifp: Arc<PtnetIf>, macs: Vec<[u8; 6]>, cfg: PktgenConfig, sh: Arc<Shar
         send_one(&port, &announce(macs[0]))?;
         Ok(port)
     })?;
-    let mut tmpl = Template::new(cfg.size, 0, macs[0], 1, macs[1]);
+    let mut tmpl = Template::new(cfg.size, 0, macs[0], 1, macs[1]).with_run(sh.run);
     let mut scratch = vec![0u8; SCRATCH];
     let pacer = Pacer { start: Instant::now(), rate: cfg.rate };
     let mut seq = 0u64;
@@ -421,7 +434,7 @@ fn pinger(ifp: Arc<PtnetIf>, macs: Vec<[u8; 6]>, cfg: PktgenConfig, sh: Arc<Shar
             let ring = port.ring(Dir::Rx, 0).ok_or(NmError::NoRing)?;
             drain(&ring, &mut scratch, |p| {
                 if let Ok(id) = super::packet::check(p) {
-                    if id.kind == Kind::Pong && id.seq == seq {
+                    if id.kind == Kind::Pong && id.seq == seq && id.run == sh.run {
                         answered = true;
                     }
                 }
@@ -521,6 +534,7 @@ pub fn run(world: &World, cfg: &PktgenConfig) -> Result<Report, String> {
         vms: (0..n).map(|_| VmCounters::default()).collect(),
         trackers: Mutex::new(Vec::new()),
         rtts: Mutex::new(Vec::new()),
+        run: next_run(),
     });
     let (k0, i0, s0) = counters(world);
     let start = Instant::now();
@@ -626,6 +640,7 @@ pub fn run(world: &World, cfg: &PktgenConfig) -> Result<Report, String> {
         lost: sum(|t| t.lost),
         dup_or_reordered: sum(|t| t.dup_or_reordered),
         corrupt: sum(|t| t.corrupt),
+        stale: sum(|t| t.stale),
         restarts,
         latency: latency(rtts),
         per_second,
