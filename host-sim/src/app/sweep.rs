@@ -140,10 +140,21 @@ pub fn run(cfg: &SweepConfig) -> Result<SweepReport, String> {
             let tail: String =
                 out.lines().rev().take(12).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
             eprintln!(
-                "chaos-sweep: {kind} seed {seed} failed ({status:?}); replay with --chaos-replay {}",
+                "chaos-sweep: {kind} seed {seed} failed ({status:?}); replay with --chaos-replay {}\n{tail}",
                 record.display()
             );
             report.failures.push(SweepFailure { kind: kind.clone(), seed, record, status, tail });
+        }
+        // A long sweep says how far it got, so that one cut short still
+        // tells something.
+        if (seed - cfg.first + 1).is_multiple_of(50) {
+            eprintln!(
+                "chaos-sweep: seeds {}..={seed}: {} runs, {} failed, {:.0} s",
+                cfg.first,
+                report.runs,
+                report.failures.len(),
+                start.elapsed().as_secs_f64()
+            );
         }
     }
     stop.store(true, Ordering::Relaxed);
