@@ -605,7 +605,8 @@ impl BulkTcp {
             self.syn_options(&t[20..usize::from(hdr_len)]);
             self.rcv_nxt = seq.wrapping_add(1);
             match self.state {
-                State::Listen => {
+                // A SYN, or the same SYN again: its SYN-ACK was lost.
+                State::Listen | State::SynReceived => {
                     self.state = State::SynReceived;
                     self.send_syn(true);
                 }
@@ -616,6 +617,12 @@ impl BulkTcp {
                 }
                 _ => self.send_ack(0),
             }
+            return;
+        }
+        if self.state == State::SynSent {
+            // Without a SYN, nothing here concerns a connection not yet
+            // open (tcp_input.c drops it): an ACK of the SYN alone (the
+            // peer's answer to a retransmitted SYN) must not count as one.
             return;
         }
         if flags & ACK != 0 {
@@ -708,10 +715,11 @@ impl BulkTcp {
         self.output();
         let stalled = self.snd_una != self.snd_max && self.last_progress.elapsed() > RTO;
         if stalled || (self.state == State::SynSent && self.last_progress.elapsed() > RTO) {
-            if self.state == State::SynSent {
-                self.send_syn(false);
-            } else {
-                self.timeout();
+            // The handshake's segments are retransmitted as such.
+            match self.state {
+                State::SynSent => self.send_syn(false),
+                State::SynReceived => self.send_syn(true),
+                _ => self.timeout(),
             }
         }
         more || got || before != self.snd_nxt
