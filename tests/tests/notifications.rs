@@ -19,8 +19,10 @@ fn low_rate_packets_arrive_by_interrupt_without_busy_waiting() {
         let rx = w.ifp(1).counters(Dir::Rx, 0);
         // Each packet finds the receiver asleep and wakes it once; on a
         // loaded 2-core machine a host thread descheduled for over a
-        // millisecond now and then delivers two packets with one interrupt.
-        assert!(rx.irqs >= 225 && rx.irqs <= 320, "{mode:?}: {} interrupts for 300 packets", rx.irqs);
+        // millisecond now and then delivers two packets with one interrupt
+        // (224 of 300 seen with a chaos sweep running beside the tests).
+        // A receiver that polled instead would take next to none.
+        assert!(rx.irqs >= 150 && rx.irqs <= 320, "{mode:?}: {} interrupts for 300 packets", rx.irqs);
         // A receiver that slept syncs about twice per packet (the wakeup
         // and the check before sleeping again); a busy-waiting one would
         // sync millions of times in the 0.6 s this takes.
