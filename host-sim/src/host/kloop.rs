@@ -248,11 +248,11 @@ impl RingKloop {
             }
         }));
         let ctx = Arc::as_ptr(self).cast_mut().cast::<core::ffi::c_void>();
-        let n = self.ring().kring.lock().unwrap().k.num_slots;
+        // The host's ring as it stands: netmap's kring starts from it.
+        let hk = *self.ring().kring.lock().unwrap();
         // SAFETY: `ctx` is this kloop, which owns the kring: alive whenever
         // netmap's C calls `c_nm_sync`.
-        let kring = unsafe { CKring::with_sync(n, Some(c_nm_sync), ctx) };
-        let hk = *self.ring().kring.lock().unwrap();
+        let kring = unsafe { CKring::with_sync(hk.k.num_slots, Some(c_nm_sync), ctx) };
         kring.set(&Ptrs {
             rhead: hk.k.rhead,
             rcur: hk.k.rcur,
