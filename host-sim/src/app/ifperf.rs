@@ -103,7 +103,6 @@ fn guest_stack(w: &World, i: usize, tap: Option<&TapBridge>) -> Result<Stack, St
     Ok(st)
 }
 
-/// A guest's endpoint: VM `i`'s addresses and `port`.
 /// Guest receivers of bulk transfers still running in `w`. Between
 /// transfers none may be: one left behind would take the next transfer's
 /// frames from its interface (as one did after a transfer under chaos
@@ -142,6 +141,7 @@ fn ephemeral_port() -> u16 {
     40001 + NEXT.fetch_add(1, Ordering::Relaxed) % 20000
 }
 
+/// A guest's endpoint: VM `i`'s addresses and `port`.
 fn guest_end(w: &World, i: usize, ipv6: bool, port: u16) -> Endpoint {
     let ip = if ipv6 { IpAddr::V6(vm_ipv6(i)) } else { IpAddr::V4(vm_ipv4(i)) };
     Endpoint { mac: w.vms[i].mac, ip, port }

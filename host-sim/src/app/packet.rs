@@ -49,6 +49,8 @@ pub struct PacketId {
 
 /// Bits of the sequence field below the run.
 const SEQ_BITS: u32 = 48;
+/// The sequence number's part of the field.
+const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
 
 /// Why a frame is not a valid test packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,7 +151,7 @@ impl Template {
 
     /// The frame for `(kind, ring, seq)`.
     pub fn build(&mut self, kind: Kind, ring: u8, seq: u64) -> &[u8] {
-        let seq = seq & ((1 << SEQ_BITS) - 1) | u64::from(self.run) << SEQ_BITS;
+        let seq = seq & SEQ_MASK | u64::from(self.run) << SEQ_BITS;
         let b = &mut self.bytes;
         b[MAGIC_OFF..MAGIC_OFF + 2].copy_from_slice(&(kind as u16).to_le_bytes());
         b[RING_OFF] = ring;
@@ -177,7 +179,7 @@ pub fn check(pkt: &[u8]) -> Result<PacketId, Bad> {
         kind,
         src: pkt[SRC_OFF],
         ring: pkt[RING_OFF],
-        seq: field & ((1 << SEQ_BITS) - 1),
+        seq: field & SEQ_MASK,
         run: (field >> SEQ_BITS) as u16,
     };
     let stored = u32::from_le_bytes(pkt[CSUM_OFF..CSUM_OFF + 4].try_into().unwrap());
