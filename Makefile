@@ -120,6 +120,13 @@ $(FREEBSD_SYS)/.assembled: $(FREEBSD_KIT)/assemble.sh
 	$(FREEBSD_KIT)/assemble.sh $(FREEBSD_SYS)
 	touch $@
 
+# The kit is built from where it is, never copied in: a checkout that is
+# not beside shared/ says so instead of failing in a build script.
+$(FREEBSD_KIT)/assemble.sh:
+	@echo "$@ not found: this checkout builds from ../shared (FreeBSD's headers, netmap's reference C)." >&2
+	@echo "Clone it beside shared/, or set FREEBSD_KIT=<shared>/freebsd-sys and NETMAP_REFERENCE=<shared>/reference/netmap." >&2
+	@exit 1
+
 # ptnrs.ko as FreeBSD builds it (kmod/GNUmakefile: clang for the FreeBSD
 # target, the kernel's warnings, -Werror, ld -r), for stock kernels, and
 # the zero-copy build for kernels built with WITH_PTNETMAP.
